@@ -1,0 +1,131 @@
+"""The scores table: the one artifact every scorer writes and every consumer reads.
+
+Convention (written once, here): **higher `utility` = keep**. For OST, utility > 0 means the simulated
+step on the sample lowered the anchor loss; `toxic` marks utility < 0. Baselines write the same table
+with their own score in `utility`, so selection, reports and the benchmark treat all methods alike.
+
+Columns: `id` (str), `utility` (float64), `rank` (int64, 1 = most useful, ties broken by pool order),
+`toxic` (bool), `mode` (str), `status` (str, "ok" unless scoring hit a numerical fault), and optionally
+`loss` (the candidate's own loss at theta), `tokens` (supervised tokens), `utility[<group>]` per anchor
+group. The Parquet file's metadata holds a JSON provenance record (`PROVENANCE_KEY`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ostselect import __version__
+
+PROVENANCE_KEY = b"ostselect.provenance"
+REQUIRED_COLUMNS = ("id", "utility", "rank", "toxic", "mode", "status")
+
+
+def group_column(group: str) -> str:
+    """Column name of the utility restricted to one anchor group."""
+    return f"utility[{group}]"
+
+
+def rank_descending(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """1-based ranks, highest value first; ties keep input order; NaN ranks last."""
+    v = np.asarray(values, dtype=np.float64)
+    key = np.where(np.isnan(v), -np.inf, v)
+    order = np.lexsort((np.arange(len(v)), -key))  # primary: -value, secondary: position
+    ranks = np.empty(len(v), dtype=np.int64)
+    ranks[order] = np.arange(1, len(v) + 1)
+    return ranks
+
+
+def build_scores_table(
+    ids: Sequence[str],
+    utility: Sequence[float] | np.ndarray,
+    mode: str,
+    *,
+    status: Sequence[str] | None = None,
+    extra_columns: Mapping[str, Sequence[Any]] | None = None,
+) -> pa.Table:
+    """Assemble a scores table with rank/toxic derived from `utility` (never typed in separately)."""
+    u = np.asarray(utility, dtype=np.float64)
+    if len(ids) != len(u):
+        raise ValueError(f"{len(ids)} ids but {len(u)} utilities")
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate ids in scores")
+    cols: dict[str, Any] = {
+        "id": pa.array([str(i) for i in ids], pa.string()),
+        "utility": pa.array(u, pa.float64()),
+        "rank": pa.array(rank_descending(u), pa.int64()),
+        "toxic": pa.array(np.nan_to_num(u, nan=0.0) < 0, pa.bool_()),
+        "mode": pa.array([mode] * len(u), pa.string()),
+        "status": pa.array(list(status) if status is not None else ["ok"] * len(u), pa.string()),
+    }
+    for name, values in (extra_columns or {}).items():
+        cols[name] = pa.array(values)
+    return pa.table(cols)
+
+
+def write_scores(table: pa.Table, path: str | Path, provenance: Mapping[str, Any]) -> Path:
+    """Write atomically (temp file + rename) with provenance in the Parquet metadata."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"scores table lacks columns {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prov = {"library_version": __version__, **dict(provenance)}
+    meta = dict(table.schema.metadata or {})
+    meta[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True, default=str).encode()
+    table = table.replace_schema_metadata(meta)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@dataclass
+class Scores:
+    """A scores table read back with its provenance."""
+
+    table: pa.Table
+    provenance: dict[str, Any]
+
+    def to_pandas(self):
+        return self.table.to_pandas()
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table.column("id").to_pylist()
+
+    @property
+    def utility(self) -> np.ndarray:
+        return self.table.column("utility").to_numpy()
+
+
+def read_provenance(table: pa.Table | pa.Schema) -> dict[str, Any]:
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def read_scores(path: str | Path) -> Scores:
+    """Read a scores Parquet file; a clear error if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"scores file {path} does not exist")
+    table = pq.read_table(path)
+    missing = [c for c in ("id", "utility") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} is not a scores table: missing columns {missing}")
+    return Scores(table=table, provenance=read_provenance(table))
