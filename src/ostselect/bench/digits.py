@@ -1,8 +1,8 @@
 """Real handwritten digit scans, split into disjoint sets and composed into small problem images.
 
-The scans are scikit-learn's bundled `load_digits` (1,797 real 8x8 scans, 0 = paper, 16 = ink), so the
-benchmark needs no download. Every split (pretrain / pool / heldout / test) draws from its own scans, so
-a model cannot score on the test split by having memorised a particular scan during training.
+The scans are scikit-learn's bundled `load_digits` (1,797 real 8x8 scans, 0 = paper, 16 = ink), so
+the benchmark needs no download. Every split (pretrain / pool / heldout / test) draws from its own
+scans, so a model cannot score on the test split by having memorised a particular scan in training.
 """
 
 from __future__ import annotations
@@ -69,10 +69,16 @@ def split_scans(
         idx = idx[rng.permutation(len(idx))]
         start = 0
         for j, name in enumerate(names):
-            stop = len(idx) if j == len(names) - 1 else start + round(len(idx) * fractions[name] / total)
+            stop = (
+                len(idx)
+                if j == len(names) - 1
+                else start + round(len(idx) * fractions[name] / total)
+            )
             chosen = idx[start:stop]
             if len(chosen) == 0:
-                raise ValueError(f"split {name!r} gets no scans of digit {digit}: raise its fraction")
+                raise ValueError(
+                    f"split {name!r} gets no scans of digit {digit}: raise its fraction"
+                )
             out[name].extend(int(i) for i in chosen)
             start = stop
     return {name: np.array(sorted(v), dtype=np.int64) for name, v in out.items()}
@@ -96,7 +102,7 @@ class ScanBank:
 
 
 def render_scan(scan: np.ndarray, size: int) -> np.ndarray:
-    """An 8x8 scan as a `size` x `size` uint8 grayscale patch: dark ink on white, bilinear upscaling."""
+    """An 8x8 scan as a `size` x `size` uint8 grayscale patch: dark ink on white, bilinear."""
     ink = np.clip(scan / SCAN_MAX, 0.0, 1.0)
     gray = Image.fromarray(np.round(255.0 * (1.0 - ink)).astype(np.uint8))
     return np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR))

@@ -1,4 +1,4 @@
-"""Split an integer total across strata: proportional shares, capacity caps, largest-remainder rounding.
+"""Split an integer total across strata: proportional shares, capacity caps, largest remainders.
 
 Shared by balanced selection (quota per stratum) and anchor-set building (draws per stratum), so the
 two agree on what "proportional" means.
@@ -52,9 +52,7 @@ def allocate(
         for s in open_:
             alloc[s] = math.floor(ideal[s])
         leftover = remaining - sum(alloc[s] for s in open_)
-        order = sorted(
-            open_, key=lambda s: (-(ideal[s] - alloc[s]), -weights[s], names.index(s))
-        )
+        order = sorted(open_, key=lambda s: (-(ideal[s] - alloc[s]), -weights[s], names.index(s)))
         for s in order[:leftover]:
             alloc[s] += 1
     if at_least_one:

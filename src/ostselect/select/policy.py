@@ -20,8 +20,8 @@ class SelectionPolicy(BaseModel):
 
     - `top`: "20%" (of the scored pool samples, rounded half up) or an absolute count.
     - `budget_tokens`: keep samples by descending utility until their supervised tokens would exceed
-      the budget (the fixed-compute setting). `budget_fill=False` stops at the first sample that does
-      not fit, so the subset is a strict utility prefix; `True` skips it and keeps filling.
+      the budget (the fixed-compute setting). `budget_fill=False` stops at the first sample that
+      does not fit, so the subset is a strict utility prefix; `True` skips it and keeps filling.
     - `drop_toxic`: drop utility < 0 (the step on the sample raised the anchor loss).
     - `min_utility`: drop utility below this value.
     - `balance_by`: a `Sample.extra` field; quotas per stratum, `proportional` to the pool's strata

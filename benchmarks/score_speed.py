@@ -1,0 +1,140 @@
+"""Scorer speed on a tiny offline proxy, printed as samples/s and ratios from one run.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/score_speed.py [--size tiny|small] [--arch qwen2-vl]
+
+1. exact vs naive (100 anchors) for params `all` and LoRA on the top half of the layers;
+2. hybrid vs exact on a larger pool, and whether the top-cutoff set and toxic flags are identical;
+3. first-order vs one training epoch (AdamW, same samples, batch 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ostselect.data.sample import ImageRef, Sample, Turn
+from ostselect.proxy import build_tiny_proxy, load_proxy
+from ostselect.proxy.warmup import WarmupConfig, train_steps
+from ostselect.scores import read_provenance
+from ostselect.scoring import ScoreConfig, score
+
+WORDS = "the cat sat on a mat with two red dots and one blue line near three green squares".split()
+
+
+def _png(seed: int) -> bytes:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (56, 56, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_samples(n: int, prefix: str, seed: int) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        question = " ".join(rng.choice(WORDS, int(rng.integers(4, 12))))
+        answer = " ".join(rng.choice(WORDS, int(rng.integers(3, 20))))
+        out.append(
+            Sample(
+                id=f"{prefix}{i}",
+                turns=[Turn("user", "<image> " + question), Turn("assistant", answer)],
+                images=[ImageRef(data=_png(seed * 100_000 + i))],
+            )
+        )
+    return out
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def top_set(table, fraction: float) -> set[str]:
+    k = math.ceil(fraction * table.num_rows)
+    return set(table.filter(table.column("rank").to_numpy() <= k).column("id").to_pylist())
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="qwen2-vl")
+    ap.add_argument("--size", default="tiny")
+    ap.add_argument("--anchors", type=int, default=100)
+    ap.add_argument("--naive-n", type=int, default=8, help="candidates for exact vs naive")
+    ap.add_argument("--pool-n", type=int, default=200, help="candidates for hybrid/first-order")
+    ap.add_argument("--eta", type=float, default=1e-2)
+    ap.add_argument("--dtype", default="float32")
+    args = ap.parse_args(argv)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.arch}/{args.size}, "
+        f"{args.dtype}, {args.anchors} anchors, SGD eta={args.eta}"
+    )
+    folder = build_tiny_proxy(Path(tempfile.mkdtemp()) / "proxy", arch=args.arch, size=args.size)
+    anchors = make_samples(args.anchors, "a", 1)
+    cfg = dict(optimizer="sgd", eta=args.eta, batch_size=8, anchor_batch_size=50)
+
+    print("\n[1] exact vs naive")
+    for label, kw in (
+        ("all", {"params": "all"}),
+        ("lora top-half", {"params": "lora", "lora_layers": "top-half"}),
+    ):
+        proxy = load_proxy(folder, dtype=args.dtype, **kw)
+        cands = make_samples(args.naive_n, "n", 2)
+        naive, t_naive = timed(
+            lambda: score(cands, anchors, proxy, ScoreConfig(mode="naive", **cfg))
+        )  # noqa: B023
+        exact, t_exact = timed(
+            lambda: score(cands, anchors, proxy, ScoreConfig(mode="exact", **cfg))
+        )  # noqa: B023
+        diff = np.abs(naive.column("utility").to_numpy() - exact.column("utility").to_numpy())
+        print(
+            f"  params {label:14s} naive {args.naive_n / t_naive:7.2f} samples/s | exact "
+            f"{args.naive_n / t_exact:7.2f} samples/s | exact/naive {t_naive / t_exact:5.2f}x | "
+            f"max |diff| {diff.max():.2e} (max |u| {np.abs(exact.column('utility').to_numpy()).max():.2e})"
+        )
+
+    print(f"\n[2] hybrid vs exact ({args.pool_n} candidates, cutoff 20%, params lora top-half)")
+    proxy = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")
+    pool = make_samples(args.pool_n, "p", 3)
+    exact, t_exact = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="exact", **cfg)))
+    hybrid, t_hybrid = timed(
+        lambda: score(
+            pool, anchors, proxy, ScoreConfig(mode="hybrid", cutoff=0.2, calibration_size=32, **cfg)
+        )
+    )
+    fo, t_fo = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="first-order", **cfg)))
+    report = read_provenance(hybrid)["hybrid"]
+    same_top = top_set(hybrid, 0.2) == top_set(exact, 0.2)
+    same_toxic = hybrid.column("toxic").to_pylist() == exact.column("toxic").to_pylist()
+    fo_same = top_set(fo, 0.2) == top_set(exact, 0.2)
+    print(
+        f"  exact {args.pool_n / t_exact:7.2f} samples/s | hybrid {args.pool_n / t_hybrid:7.2f} "
+        f"samples/s | hybrid/exact {t_exact / t_hybrid:5.2f}x | re-scored {report['rescored']}"
+        f"/{args.pool_n} | calibration Spearman {report['calibration_spearman']:.4f}"
+    )
+    print(
+        f"  selection identical: top-20% {same_top}, toxic flags {same_toxic} "
+        f"(first-order alone: top-20% identical {fo_same})"
+    )
+
+    print("\n[3] first-order vs one training epoch over the same samples (lora top-half)")
+    trainee = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")
+    _, t_epoch = timed(lambda: train_steps(trainee, pool, WarmupConfig(lr=1e-4, batch_size=8)))
+    print(
+        f"  first-order {args.pool_n / t_fo:7.2f} samples/s | epoch {args.pool_n / t_epoch:7.2f} "
+        f"samples/s | first-order time / epoch time {t_fo / t_epoch:5.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

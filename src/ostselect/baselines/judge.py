@@ -1,0 +1,194 @@
+"""`judge`: LLM-as-a-judge, the baseline the OST paper compares against first.
+
+Each sample is shown to a judge model with `JUDGE_PROMPT` and rated 1-10 for correctness and
+usefulness; the reply must end with "Score: N". A reply without a parseable score in 1..10 is
+recorded as status "unparseable" with utility NaN and the raw reply kept in `judge_reply`: never
+guessed. A request that still fails after its retries is status "request-failed" (and is not
+cached, so a rerun retries it).
+
+Replies are cached in a JSON Lines file keyed by (sample content hash, judge model, prompt
+version): a rerun over the same pool sends no request and pays no tokens. Back ends live in
+`judge_backends`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ostselect.baselines.base import Baseline
+from ostselect.data.sample import IMAGE_PLACEHOLDER, Sample
+
+PROMPT_VERSION = "judge-v1"
+JUDGE_PROMPT = """\
+You are grading training data for a model that solves problems about images (math, diagrams,
+charts). You are given a QUESTION (with its images, if any) and an ANSWER written for it.
+Rate the ANSWER from 1 to 10 for:
+- correctness: the reasoning is sound, it describes the images truthfully, and the final answer is
+  right;
+- usefulness: training on it would teach a model to solve such problems (clear steps, a stated final
+  answer, no repetition, nothing cut off).
+1 means wrong or useless, 10 means correct, complete and clear.
+Reply with one short sentence of justification, then a last line of exactly the form "Score: N",
+where N is an integer from 1 to 10."""
+
+TEXT_ONLY_NOTE = "[image not shown: this judge reads text only]"
+_SCORE = re.compile(r"score\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_score(reply: str) -> float | None:
+    """The last "Score: N" in the reply if N is in 1..10, else None."""
+    matches = _SCORE.findall(reply or "")
+    if not matches:
+        return None
+    value = float(matches[-1])
+    return value if 1.0 <= value <= 10.0 else None
+
+
+def render_sample(sample: Sample, *, text_only: bool) -> str:
+    """The text the judge reads; images are numbered where the placeholders stood."""
+    counter = iter(range(1, 10_000))
+
+    def mark(_: re.Match[str]) -> str:
+        n = next(counter)
+        return f"[image {n}: {TEXT_ONLY_NOTE}]" if text_only else f"[image {n}]"
+
+    question = re.sub(re.escape(IMAGE_PLACEHOLDER), mark, sample.user_text)
+    return f"QUESTION:\n{question}\n\nANSWER:\n{sample.assistant_text}"
+
+
+@dataclass(frozen=True)
+class JudgeReply:
+    text: str
+    tokens_in: int
+    tokens_out: int
+
+
+class JudgeRequestError(RuntimeError):
+    """A request that failed for good (after retries, or with a non-retryable error)."""
+
+
+class JudgeBackend(Protocol):
+    model: str
+    text_only: bool
+    concurrency: int
+
+    def complete(self, sample: Sample) -> JudgeReply: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def cache_key(sample: Sample, model: str) -> str:
+    text = f"{sample.content_hash()}\0{model}\0{PROMPT_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class JudgeCache:
+    """Append-only JSON Lines of replies; a torn last line (a killed run) is ignored on load."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._entries: dict[str, JudgeReply] = {}
+        self._lock = threading.Lock()
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._entries[rec["key"]] = JudgeReply(
+                        rec["reply"], int(rec["tokens_in"]), int(rec["tokens_out"])
+                    )
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def get(self, key: str) -> JudgeReply | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, reply: JudgeReply, model: str) -> None:
+        with self._lock:
+            self._entries[key] = reply
+            if self.path is None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            rec = {
+                "key": key,
+                "model": model,
+                "prompt_version": PROMPT_VERSION,
+                "reply": reply.text,
+                "tokens_in": reply.tokens_in,
+                "tokens_out": reply.tokens_out,
+            }
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec, ensure_ascii=True) + "\n")
+
+
+class JudgeBaseline(Baseline):
+    mode = "judge"
+
+    def __init__(self, backend: JudgeBackend, cache_path: str | Path | None = None) -> None:
+        super().__init__()
+        self.backend = backend
+        self.cache = JudgeCache(cache_path)
+        self.cache_hits = 0
+
+    def _ask(self, sample: Sample) -> tuple[JudgeReply | None, str | None, bool]:
+        """(reply, error, cached) for one sample; never raises for a request failure."""
+        key = cache_key(sample, self.backend.model)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit, None, True
+        try:
+            reply = self.backend.complete(sample)
+        except JudgeRequestError as exc:
+            return None, str(exc), False
+        self.cache.put(key, reply, self.backend.model)
+        return reply, None, False
+
+    def _score(self, samples: list[Sample]) -> dict[str, list[Any]]:
+        workers = max(1, int(self.backend.concurrency))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(self._ask, samples))
+        cols: dict[str, list[Any]] = {
+            k: [] for k in ("id", "utility", "status", "judge_score", "judge_reply", "judge_error")
+        }
+        cols.update(tokens_in=[], tokens_out=[], judge_cached=[])
+        for sample, (reply, error, cached) in zip(samples, results, strict=True):
+            score = parse_score(reply.text) if reply is not None else None
+            if reply is None:
+                status = "request-failed"
+            else:
+                status = "ok" if score is not None else "unparseable"
+            cols["id"].append(sample.id)
+            cols["utility"].append(score if score is not None else np.nan)
+            cols["status"].append(status)
+            cols["judge_score"].append(score if score is not None else np.nan)
+            cols["judge_reply"].append(reply.text if reply is not None else None)
+            cols["judge_error"].append(error)
+            cols["tokens_in"].append(reply.tokens_in if reply is not None else 0)
+            cols["tokens_out"].append(reply.tokens_out if reply is not None else 0)
+            cols["judge_cached"].append(cached)
+            if cached:
+                self.cache_hits += 1
+            elif reply is not None:
+                self.cost.judge_requests += 1
+                self.cost.judge_tokens_in += reply.tokens_in
+                self.cost.judge_tokens_out += reply.tokens_out
+        return cols
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            **self.backend.describe(),
+            "judge_model": self.backend.model,
+            "text_only": self.backend.text_only,
+            "prompt_version": PROMPT_VERSION,
+            "prompt": JUDGE_PROMPT,
+            "cache": str(self.cache.path) if self.cache.path is not None else None,
+            "cache_hits": self.cache_hits,
+        }

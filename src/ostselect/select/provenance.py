@@ -1,0 +1,63 @@
+"""Refuse scores made on another pool (unless forced), with a message that says what differs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ostselect.data.sample import Sample
+from ostselect.scores import Scores
+
+FINGERPRINT_KEYS = ("pool_fingerprint", "pool_hash")
+
+
+class ProvenanceMismatchError(ValueError):
+    """The scores table and the pool do not belong together."""
+
+
+def load_pool(
+    pool: Sequence[Sample] | str | Path, *, image_root: str | Path | None = None
+) -> tuple[list[Sample], str | None]:
+    """Samples plus the pool's fingerprint (None for in-memory samples: nothing to compare)."""
+    if isinstance(pool, str | Path):
+        from ostselect.data import iter_samples, pool_fingerprint
+
+        path = Path(pool)
+        if not path.exists():
+            raise FileNotFoundError(f"pool {path} does not exist")
+        return list(iter_samples(path, image_root=image_root)), pool_fingerprint(path)
+    return list(pool), None
+
+
+def scores_fingerprint(scores: Scores) -> str | None:
+    for key in FINGERPRINT_KEYS:
+        if scores.provenance.get(key):
+            return str(scores.provenance[key])
+    return None
+
+
+def check_provenance(
+    scores: Scores, samples: Sequence[Sample], pool_fp: str | None, *, force: bool = False
+) -> list[str]:
+    """Problems found, as warnings when `force`; otherwise raise `ProvenanceMismatchError`."""
+    problems: list[str] = []
+    pool_ids = {s.id for s in samples}
+    missing = [i for i in scores.ids if str(i) not in pool_ids]
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        problems.append(
+            f"{len(missing)} of {len(scores.ids)} scored ids are not in the pool (e.g. {shown})"
+        )
+    made_on = scores_fingerprint(scores)
+    if made_on is not None and pool_fp is not None and made_on != pool_fp:
+        problems.append(
+            f"the scores were made on a pool with fingerprint {made_on}, "
+            f"but this pool's fingerprint is {pool_fp}"
+        )
+    if problems and not force:
+        raise ProvenanceMismatchError(
+            "scores do not match the pool: "
+            + "; ".join(problems)
+            + ". Score this pool again, or pass force=True (--force) to select anyway."
+        )
+    return [f"forced past a provenance mismatch: {p}" for p in problems]
