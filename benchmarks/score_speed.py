@@ -1,8 +1,8 @@
 """Scorer speed on a tiny offline proxy, printed as samples/s and ratios from one run.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/score_speed.py [--size tiny|small] [--arch qwen2-vl]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/score_speed.py [--size small] [--arch llava]
 
-1. exact vs naive (100 anchors) for params `all` and LoRA on the top half of the layers;
+1. exact vs naive (100 anchors), params `all` and LoRA on the top half of the layers;
 2. hybrid vs exact on a larger pool, and whether the top-cutoff set and toxic flags are identical;
 3. first-order vs one training epoch (AdamW, same samples, batch 8).
 """
@@ -26,7 +26,26 @@ from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scores import read_provenance
 from ostselect.scoring import ScoreConfig, score
 
-WORDS = "the cat sat on a mat with two red dots and one blue line near three green squares".split()
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "with",
+    "two",
+    "red",
+    "dots",
+    "and",
+    "one",
+    "blue",
+    "line",
+    "near",
+    "three",
+    "green",
+    "squares",
+]
 
 
 def _png(seed: int) -> bytes:
@@ -91,16 +110,17 @@ def main(argv: list[str] | None = None) -> None:
         proxy = load_proxy(folder, dtype=args.dtype, **kw)
         cands = make_samples(args.naive_n, "n", 2)
         naive, t_naive = timed(
-            lambda: score(cands, anchors, proxy, ScoreConfig(mode="naive", **cfg))
-        )  # noqa: B023
+            lambda p=proxy, c=cands: score(c, anchors, p, ScoreConfig(mode="naive", **cfg))
+        )
         exact, t_exact = timed(
-            lambda: score(cands, anchors, proxy, ScoreConfig(mode="exact", **cfg))
-        )  # noqa: B023
+            lambda p=proxy, c=cands: score(c, anchors, p, ScoreConfig(mode="exact", **cfg))
+        )
+        umax = np.abs(exact.column("utility").to_numpy()).max()
         diff = np.abs(naive.column("utility").to_numpy() - exact.column("utility").to_numpy())
         print(
             f"  params {label:14s} naive {args.naive_n / t_naive:7.2f} samples/s | exact "
             f"{args.naive_n / t_exact:7.2f} samples/s | exact/naive {t_naive / t_exact:5.2f}x | "
-            f"max |diff| {diff.max():.2e} (max |u| {np.abs(exact.column('utility').to_numpy()).max():.2e})"
+            f"max |diff| {diff.max():.2e} (max |u| {umax:.2e})"
         )
 
     print(f"\n[2] hybrid vs exact ({args.pool_n} candidates, cutoff 20%, params lora top-half)")

@@ -1,9 +1,9 @@
 """A small pure-torch `ScoringModel` for testing the scoring math without transformers.
 
-Integer token sequences from the turns (user turns unsupervised, assistant turns supervised), a frozen
-embedding plus a frozen first block whose output `prepare` caches (like a frozen vision tower / lower
-layers), then trainable blocks and an LM head; per-sample loss = masked mean next-token CE. A dropout
-layer makes eval mode observable. Not a mock: the scorer's math runs on it for real.
+Integer token sequences from the turns (user turns unsupervised, assistant turns supervised), a
+frozen embedding plus a frozen first block whose output `prepare` caches (like a frozen vision tower
+or lower layers), then trainable blocks and an LM head; per-sample loss = masked mean next-token CE.
+A dropout layer makes eval mode observable. Not a mock: the scorer's math runs on it for real.
 """
 
 from __future__ import annotations

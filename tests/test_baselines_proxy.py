@@ -337,13 +337,25 @@ def test_less_without_state_uses_plain_gradient(trained: CharLM) -> None:
         assert value == pytest.approx(float(g @ ga / (g.norm() * ga.norm())), rel=1e-7)
 
 
-def test_rademacher_projector_matches_dense_matrix() -> None:
-    proj = RademacherProjector(input_dim=70_000, dim=8, seed=1)
+def test_rademacher_projector_matches_dense_matrix(monkeypatch) -> None:
+    from ostselect.baselines import projection
+
+    proj = RademacherProjector(input_dim=70_000, dim=128, seed=1)
     x = torch.randn(3, 70_000, dtype=torch.float64)
-    dense = torch.cat([proj._block(0, 65_536), proj._block(1, 70_000 - 65_536)])
+    rows = proj.block_rows
+    assert rows < 70_000  # the matrix comes in several blocks
+    blocks = [proj._block(i, min(rows, 70_000 - s)) for i, s in enumerate(range(0, 70_000, rows))]
+    dense = torch.cat(blocks)
     assert set(dense.unique().tolist()) == {-1.0, 1.0}
-    expected = x.float() @ dense / math.sqrt(8)
-    assert torch.allclose(proj.project(x).float(), expected, rtol=1e-4, atol=1e-3)
+    expected = x.float() @ dense / math.sqrt(128)
+    cached = proj.project(x)
+    assert proj._cache is not None
+    assert torch.allclose(cached.float(), expected, rtol=1e-4, atol=1e-3)
+    monkeypatch.setattr(projection, "CACHE_LIMIT_ELEMENTS", 0)  # too big to keep: regenerated
+    uncached = RademacherProjector(input_dim=70_000, dim=128, seed=1)
+    assert torch.equal(uncached.project(x), cached) and uncached._cache is None
+    other_seed = RademacherProjector(input_dim=70_000, dim=128, seed=2).project(x)
+    assert not torch.allclose(other_seed, cached)
 
 
 def test_proxy_baselines_refuse_to_run_without_a_proxy() -> None:

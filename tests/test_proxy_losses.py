@@ -48,7 +48,9 @@ def test_build_reload_and_loss(proxy_dirs, samples, arch):
     assert torch.isfinite(losses).all()
     # random init over a vocab of V tokens: loss near log(V)
     vocab = proxy.hf_model.get_output_embeddings().weight.shape[0]
-    assert torch.allclose(losses, torch.full_like(losses, float(torch.log(torch.tensor(vocab)))), atol=1.0)
+    assert torch.allclose(
+        losses, torch.full_like(losses, float(torch.log(torch.tensor(vocab)))), atol=1.0
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -85,7 +87,10 @@ def test_functional_params_are_used_and_differentiable(proxy_dirs, samples, para
     prepared = proxy.prepare(samples)
     theta = proxy.trainable_parameters()
     gen = torch.Generator().manual_seed(0)
-    moved = {k: (v + 0.02 * torch.randn(v.shape, generator=gen, dtype=v.dtype)).detach() for k, v in theta.items()}
+    moved = {
+        k: (v + 0.02 * torch.randn(v.shape, generator=gen, dtype=v.dtype)).detach()
+        for k, v in theta.items()
+    }
     moved = {k: v.requires_grad_(True) for k, v in moved.items()}
     loss_moved = proxy.per_sample_loss(prepared, moved)
     base = proxy.per_sample_loss(prepared).detach()
@@ -96,7 +101,9 @@ def test_functional_params_are_used_and_differentiable(proxy_dirs, samples, para
     with torch.no_grad():  # the same weights written into the model give the same loss
         for k, v in theta.items():
             v.copy_(moved[k])
-    torch.testing.assert_close(proxy.per_sample_loss_reference(samples), loss_moved.detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        proxy.per_sample_loss_reference(samples), loss_moved.detach(), rtol=0, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("arch", ["qwen2-vl", "llava"])
@@ -121,7 +128,9 @@ def test_param_selection(proxy_dirs):
     names = proxy.trainable_parameters()
     assert names and not any(".visual." in n for n in names)
     assert any("embed_tokens" in n for n in names) and any(n.startswith("lm_head") for n in names)
-    lora = load_proxy(proxy_dirs["qwen2-vl"], params="lora", lora_layers="top-half", lora_targets=["q_proj"])
+    lora = load_proxy(
+        proxy_dirs["qwen2-vl"], params="lora", lora_layers="top-half", lora_targets=["q_proj"]
+    )
     lnames = list(lora.trainable_parameters())
     assert lnames and all("lora_" in n and "q_proj" in n for n in lnames)
     assert all(".layers.2." in n or ".layers.3." in n for n in lnames)
@@ -139,5 +148,22 @@ def test_vision_trainable_falls_back_to_full_forward(proxy_dirs, samples):
     assert prepared.hidden is None
     theta = {k: v.detach().clone() for k, v in proxy.trainable_parameters().items()}
     torch.testing.assert_close(
-        proxy.per_sample_loss(prepared, theta), proxy.per_sample_loss_reference(samples), rtol=0, atol=1e-10
+        proxy.per_sample_loss(prepared, theta),
+        proxy.per_sample_loss_reference(samples),
+        rtol=0,
+        atol=1e-10,
+    )
+
+
+@pytest.mark.parametrize("arch", ["qwen2-vl", "llava"])
+def test_head_only_and_mixed_text_only_batch(proxy_dirs, samples, arch):
+    """Only the final norm + head train (all layers cached); a text-only sample joins the batch."""
+    from ostselect.data.sample import Sample, Turn
+
+    proxy = load_proxy(proxy_dirs[arch], params=r"lm_head|language_model\.norm", dtype="float64")
+    mixed = [*samples[:2], Sample("text-only", [Turn("user", "hi"), Turn("assistant", "hello")])]
+    prepared = proxy.prepare(mixed)
+    assert prepared.start_layer == 4
+    torch.testing.assert_close(
+        proxy.per_sample_loss(prepared), proxy.per_sample_loss_reference(mixed), rtol=0, atol=1e-10
     )

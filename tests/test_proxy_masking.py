@@ -35,7 +35,7 @@ def _supervised(proxy, sample):
 
 def test_only_assistant_text_is_supervised(proxy):
     sample = toy_samples(3, seed=0)[2]  # system + two user/assistant rounds
-    positions, targets, batch = _supervised(proxy, sample)
+    _, targets, batch = _supervised(proxy, sample)
     tok = proxy.processor.tokenizer
     decoded = tok.decode(targets)
     for turn in sample.turns:
@@ -80,10 +80,16 @@ def test_loss_equals_hand_computation(proxy):
         expected.append(math.fsum(terms) / len(terms))
     expected_t = torch.tensor(expected, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(proxy.per_sample_loss_reference(samples), expected_t, rtol=0, atol=1e-10)
-        torch.testing.assert_close(proxy.per_sample_loss(proxy.prepare(samples)), expected_t, rtol=0, atol=1e-10)
+        torch.testing.assert_close(
+            proxy.per_sample_loss_reference(samples), expected_t, rtol=0, atol=1e-10
+        )
+        torch.testing.assert_close(
+            proxy.per_sample_loss(proxy.prepare(samples)), expected_t, rtol=0, atol=1e-10
+        )
     counts = proxy.supervised_token_counts(proxy.prepare(samples))
-    assert counts.tolist() == [int((batch.labels[b] != IGNORE_INDEX).sum()) for b in range(len(samples))]
+    assert counts.tolist() == [
+        int((batch.labels[b] != IGNORE_INDEX).sum()) for b in range(len(samples))
+    ]
 
 
 def test_padding_does_not_change_a_sample_loss(proxy):
@@ -97,8 +103,8 @@ def test_padding_does_not_change_a_sample_loss(proxy):
 
 def test_bad_samples_name_the_sample(proxy):
     no_answer = Sample("s-1", [Turn("user", "hello")])
-    with pytest.raises(CollateError, match="s-1.*no assistant"):
+    with pytest.raises(CollateError, match=r"s-1.*no assistant"):
         proxy.collate([no_answer])
     wrong_images = Sample("s-2", [Turn("user", "<image> hi"), Turn("assistant", "yes")])
-    with pytest.raises(CollateError, match="s-2.*1 <image> placeholders but 0 images"):
+    with pytest.raises(CollateError, match=r"s-2.*1 <image> placeholders but 0 images"):
         proxy.collate([wrong_images])

@@ -1,4 +1,4 @@
-"""Proxy folders round-trip: weights, LoRA adapter, parameter selection, optimizer state, metadata."""
+"""Proxy folders round-trip: weights, LoRA adapter, parameter selection, optimizer state, meta."""
 
 from __future__ import annotations
 
@@ -23,11 +23,15 @@ def _state(proxy, step=7) -> OptimizerState:
         step=step,
         lr=1e-3,
         exp_avg={k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()},
-        exp_avg_sq={k: torch.rand(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()},
+        exp_avg_sq={
+            k: torch.rand(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()
+        },
     )
 
 
-@pytest.mark.parametrize(("params", "kw"), [("all", {}), ("lora", {"lora_layers": "top-half", "lora_rank": 4})])
+@pytest.mark.parametrize(
+    ("params", "kw"), [("all", {}), ("lora", {"lora_layers": "top-half", "lora_rank": 4})]
+)
 def test_save_load_round_trip(folder, tmp_path, params, kw):
     proxy = load_proxy(folder, params=params, **kw)
     assert isinstance(proxy, ScoringModel)
@@ -53,7 +57,10 @@ def test_save_load_round_trip(folder, tmp_path, params, kw):
         assert torch.equal(restored.exp_avg_sq[k], state.exp_avg_sq[k])
     samples = toy_samples(3)
     torch.testing.assert_close(
-        again.per_sample_loss_reference(samples), proxy.per_sample_loss_reference(samples), rtol=0, atol=0
+        again.per_sample_loss_reference(samples),
+        proxy.per_sample_loss_reference(samples),
+        rtol=0,
+        atol=0,
     )
     assert again.fingerprint() == proxy.fingerprint()
     assert again.metadata["warmup_ids"] == ["a", "b"]
@@ -79,7 +86,10 @@ def test_lora_folder_loaded_as_all_merges_adapter(folder, tmp_path):
     assert not any("lora_" in n for n in merged.trainable_parameters())
     samples = toy_samples(2)
     torch.testing.assert_close(
-        merged.per_sample_loss_reference(samples), lora.per_sample_loss_reference(samples), rtol=0, atol=1e-10
+        merged.per_sample_loss_reference(samples),
+        lora.per_sample_loss_reference(samples),
+        rtol=0,
+        atol=1e-10,
     )
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_scoring_proxies import samples
 from typer.testing import CliRunner
 
 from ostselect.cli import app
 from ostselect.data import write_samples
 from ostselect.scores import read_scores
+from test_scoring_proxies import samples
 
 
 @pytest.mark.slow

@@ -1,19 +1,20 @@
-"""Scoring modes on a small pure-torch proxy: exact == naive, first-order -> exact, hybrid == exact."""
+"""Scoring modes on a small pure-torch proxy: exact == naive, first-order -> exact, hybrid."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from scoring_toy_model import ToyProxy, make_samples
 
 from ostselect.data.sample import ImageRef, Sample, SourceLoc, Turn
 from ostselect.proxy.api import OptimizerState
 from ostselect.scores import read_provenance
 from ostselect.scoring import ScoreConfig, score
+from scoring_toy_model import ToyProxy, make_samples
 
 
 def _warm_state(proxy: ToyProxy, steps: int = 3) -> OptimizerState:
@@ -140,7 +141,7 @@ def test_first_order_converges_to_exact_linearly_in_eta(optimizer):
         errors.append(np.abs(fo - ex).max() / np.abs(ex).max())
     assert errors[-1] < 1e-3
     # each 10x smaller eta shrinks the relative error ~10x (second-order remainder)
-    for big, small in zip(errors, errors[1:], strict=False):
+    for big, small in itertools.pairwise(errors):
         assert 4 < big / small < 25, errors
 
 

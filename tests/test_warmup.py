@@ -1,4 +1,4 @@
-"""Warm-up keeps an AdamW state from which the scorer's next step equals the training run's next step."""
+"""Warm-up keeps an AdamW state from which the scorer's next step is the training run's next."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from scoring_toy_model import ToyProxy, make_samples
 
 from ostselect.proxy.warmup import WarmupConfig, select_fraction, train_steps, warmup
 from ostselect.scoring.updates import AdamW
+from scoring_toy_model import ToyProxy, make_samples
 
 POOL = make_samples(40, seed=5)
 

@@ -141,4 +141,12 @@ def run_baseline(
     return table.replace_schema_metadata(meta)
 
 
-__all__ = ["BASELINE_NAMES", "make_baseline", "run_baseline"]
+def __getattr__(name: str) -> Any:
+    if name == "BaselineFactory":
+        from ostselect.baselines.factory import BaselineFactory
+
+        return BaselineFactory
+    raise AttributeError(f"module 'ostselect.baselines' has no attribute {name!r}")
+
+
+__all__ = ["BASELINE_NAMES", "BaselineFactory", "make_baseline", "run_baseline"]

@@ -30,6 +30,9 @@ from ostselect.baselines.judge import (
 )
 from ostselect.data.sample import Sample
 
+# The local judge's reply is started with this text and the model continues it: SmolLM2-135M left to
+# itself answers the math question instead of rating it (measured: "12 + 30 = 42.").
+LOCAL_REPLY_PREFIX = "My rating of the answer (1-10).\nScore:"
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _MAGIC = (
     (b"\x89PNG", "image/png"),
@@ -208,7 +211,13 @@ class LocalHFJudge:
     text_only = True
     concurrency = 1
 
-    def __init__(self, model_path: str | Path | None = None, *, max_new_tokens: int = 48) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        max_new_tokens: int = 48,
+        reply_prefix: str = LOCAL_REPLY_PREFIX,
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -222,16 +231,23 @@ class LocalHFJudge:
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         self.lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs).eval()
         self.max_new_tokens = max_new_tokens
+        self.reply_prefix = reply_prefix
 
     def complete(self, sample: Sample) -> JudgeReply:
+        """Greedy reply that starts with `reply_prefix` (the model continues it): a model this
+        small rarely ends with the "Score: N" line on its own. The prefix is part of the recorded
+        reply; the number after it is the model's."""
         import torch
 
         messages = [
             {"role": "system", "content": JUDGE_PROMPT},
             {"role": "user", "content": render_sample(sample, text_only=True)},
         ]
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        prompt = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        ids = self.tokenizer(
+            prompt + self.reply_prefix, return_tensors="pt", add_special_tokens=False
         )
         with torch.no_grad():
             out = self.lm.generate(
@@ -242,12 +258,13 @@ class LocalHFJudge:
             )
         n_in = int(ids["input_ids"].shape[-1])
         new = out[0, n_in:]
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        text = self.reply_prefix + self.tokenizer.decode(new, skip_special_tokens=True)
         return JudgeReply(text, n_in, int(new.shape[-1]))
 
     def describe(self) -> dict[str, Any]:
         return {
             "backend": "local-hf",
             "max_new_tokens": self.max_new_tokens,
+            "reply_prefix": self.reply_prefix,
             "note": "text-only judge: images are not shown to the model",
         }

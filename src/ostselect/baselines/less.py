@@ -27,6 +27,10 @@ from ostselect.proxy.api import OptimizerState, ScoringModel
 if TYPE_CHECKING:
     import torch
 
+# Candidate features are projected together, up to this many bytes at a time: a projection matrix
+# too large to cache is regenerated once per group, so larger groups amortise it.
+PENDING_BYTES = 1 << 28
+
 
 def flat_moments(state: OptimizerState, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The state's first and second moments flattened in the trainable-parameter order."""
@@ -127,7 +131,7 @@ class LESSBaseline(Baseline):
         for grad, loss in per_sample_gradients(self.proxy, samples, self.cost):
             pending.append(self.candidate_feature(grad))
             losses.append(loss)
-            if len(pending) >= self.batch_size:
+            if len(pending) * grad.numel() * 8 >= PENDING_BYTES:
                 flush()
         flush()
         u = np.asarray(scores, dtype=np.float64)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-BLOCK_ROWS = 1 << 16
-CACHE_LIMIT_ELEMENTS = 1 << 26  # keep the matrix when it fits in 256 MB of float32
+BLOCK_ELEMENTS = 1 << 22  # rows per generated block = this // dim (16 MB of float32)
+CACHE_LIMIT_ELEMENTS = 1 << 27  # keep the matrix when it fits in 512 MB of float32
 
 
 class RademacherProjector:
@@ -28,20 +28,21 @@ class RademacherProjector:
         self.input_dim = int(input_dim)
         self.dim = int(dim)
         self.seed = int(seed)
+        self.block_rows = max(1, BLOCK_ELEMENTS // self.dim)
         self._cache: list[torch.Tensor] | None = None
 
     def _block(self, index: int, rows: int) -> torch.Tensor:
         import torch
 
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        bits = torch.randint(0, 2, (rows, self.dim), generator=gen, dtype=torch.int8)
-        return bits.float().mul_(2).sub_(1)
+        bits = torch.randint(0, 2, (rows, self.dim), generator=gen, dtype=torch.float32)
+        return bits.mul_(2).sub_(1)
 
     def _blocks(self) -> list[torch.Tensor] | None:
         if self._cache is None and self.input_dim * self.dim <= CACHE_LIMIT_ELEMENTS:
             self._cache = [
-                self._block(i, min(BLOCK_ROWS, self.input_dim - start))
-                for i, start in enumerate(range(0, self.input_dim, BLOCK_ROWS))
+                self._block(i, min(self.block_rows, self.input_dim - start))
+                for i, start in enumerate(range(0, self.input_dim, self.block_rows))
             ]
         return self._cache
 
@@ -55,8 +56,8 @@ class RademacherProjector:
             )
         cached = self._blocks()
         out = torch.zeros(vectors.shape[0], self.dim, dtype=torch.float64)
-        for i, start in enumerate(range(0, self.input_dim, BLOCK_ROWS)):
-            rows = min(BLOCK_ROWS, self.input_dim - start)
+        for i, start in enumerate(range(0, self.input_dim, self.block_rows)):
+            rows = min(self.block_rows, self.input_dim - start)
             block = cached[i] if cached is not None else self._block(i, rows)
             part = vectors[:, start : start + rows].to(torch.float32) @ block
             out += part.double()

@@ -1,8 +1,8 @@
 """Train a benchmark model on samples, generate answers greedily, and grade them by exact match.
 
-Training reuses the warm-up trainer (`ostselect.proxy.warmup.train_steps`: AdamW + cosine, per-sample
-mean loss over the assistant tokens), so pretraining, proxy warm-up and target fine-tuning are one
-training loop with one loss-masking rule.
+Training reuses the warm-up trainer (`ostselect.proxy.warmup.train_steps`: AdamW + cosine,
+per-sample mean loss over the assistant tokens), so pretraining, proxy warm-up and target
+fine-tuning are one training loop with one loss-masking rule.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def train_model(
     warmup_ratio: float = 0.05,
     weight_decay: float = 0.0,
 ) -> TrainRun:
-    """Train `proxy`'s trainable parameters in place: `epochs` passes, or exactly `total_steps` steps.
+    """Train `proxy`'s trainable parameters in place: `epochs` passes, or exactly `total_steps`.
 
     With `total_steps` (Protocol B), the data are repeated as often as needed and the cosine
     schedule spans exactly `total_steps`; with `epochs` (Protocol A) it spans the epochs.
@@ -129,7 +129,9 @@ def generate_answers(
                 padding=True,
                 add_special_tokens=False,
             )
-            enc = {k: v.to(proxy.device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
+            enc = {
+                k: v.to(proxy.device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()
+            }
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
@@ -152,9 +154,18 @@ def evaluate(
     batch_size: int = 32,
 ) -> tuple[Accuracy, list[str]]:
     """Exact match of the extracted final answer on clean samples that carry `extra['answer']`."""
-    outputs = generate_answers(
-        proxy, samples, max_new_tokens=max_new_tokens, batch_size=batch_size
-    )
+    outputs = generate_answers(proxy, samples, max_new_tokens=max_new_tokens, batch_size=batch_size)
     answers = [str(s.extra["answer"]) for s in samples]
     categories = [str(s.extra.get("category", "")) for s in samples]
     return exact_match(outputs, answers, categories), outputs
+
+
+def caption_accuracy(proxy: Any, captions: Sequence[Sample], *, batch_size: int = 50) -> float:
+    """Share of caption samples whose generated digits sentence names exactly the right digits
+    (how well pretraining taught the model to read)."""
+    from ostselect.bench.tasks import extract_digits
+
+    outputs = generate_answers(proxy, captions, max_new_tokens=16, batch_size=batch_size)
+    truth = [tuple(int(c) for c in str(s.extra["answer"])) for s in captions]
+    hits = [extract_digits(o) == t for o, t in zip(outputs, truth, strict=True)]
+    return sum(hits) / max(1, len(hits))

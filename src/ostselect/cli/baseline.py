@@ -44,26 +44,19 @@ BATCH = typer.Option(8, "--batch-size", help="Samples per forward pass.")
 
 
 def _read_samples(path: Path, fmt: str, image_root: Path | None, rejects: Path | None, out: Path):
-    from ostselect.data.formats import read_pool
-    from ostselect.data.rejects import Reject, RejectsWriter
-    from ostselect.data.sample import Sample
+    """Usable samples; unusable records go to the rejects file (named by id, file and line)."""
+    from ostselect.data import PoolError, RejectsWriter, iter_samples
 
-    samples: list[Sample] = []
-    target = rejects if rejects is not None else out.parent / "rejects.jsonl"
+    target = rejects if rejects is not None else out.parent
     try:
         with RejectsWriter(target, stage="baseline") as writer:
-            for item in read_pool(path, image_root=image_root, format=fmt):
-                if isinstance(item, Reject):
-                    writer.add(item)
-                    console.print(f"[yellow]skipped[/] {item}")
-                else:
-                    samples.append(item)
-    except (FileNotFoundError, ValueError, OSError) as exc:
+            samples = list(iter_samples(path, image_root=image_root, rejects=writer, format=fmt))
+    except (PoolError, OSError) as exc:
         fail(f"cannot read {path}: {exc}")
     if writer.total:
-        console.print(f"{writer.total} record(s) rejected -> {writer.path}")
+        console.print(f"{writer.total} record(s) of {path} rejected -> {writer.path}")
     if not samples:
-        fail(f"{path} holds no usable samples")
+        fail(f"{path} holds no usable samples (see {writer.path})")
     return samples
 
 
@@ -285,9 +278,7 @@ def less_command(
     ),
     params: str | None = PARAMS,
     dtype: str = DTYPE,
-    batch_size: int = typer.Option(
-        16, "--batch-size", help="Anchors per pass; rows per projection."
-    ),
+    batch_size: int = typer.Option(16, "--batch-size", help="Anchors per forward pass."),
     fmt: str = FORMAT,
     image_root: Path | None = IMAGE_ROOT,
     rejects: Path | None = REJECTS,

@@ -1,7 +1,9 @@
-"""`ost bench ...`: the embedded DigitMath benchmark (data now; the full protocol later)."""
+"""`ost bench ...` and `ost demo`: the embedded DigitMath benchmark (data, full protocol, demo)."""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import typer
@@ -124,5 +126,78 @@ def examples_command(
     console.print(f"wrote {plot_examples(data_dir, out)}")
 
 
+def _print_results(results: dict) -> None:
+    """The main table on stdout (Protocol A and B accuracy per row), as Rich renders it."""
+    from rich.console import Console
+
+    table = Table(title="DigitMath: test accuracy (exact match, mean ± std over seeds)")
+    for col in ("method", "kept", "noisy", "acc A %", "acc B %", "train s B", "select s", "AUROC"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    by = {(r["row"], r["protocol"]): r for r in results["rows"]}
+    scorers = results.get("scorers", {})
+    for name in dict.fromkeys(r["row"] for r in results["rows"]):
+        a, b = by.get((name, "A")), by.get((name, "B"))
+        ref = b or a
+        auroc = scorers.get(ref["method"], {}).get("auroc")
+        table.add_row(
+            name,
+            str(ref["n_train"]),
+            f"{100 * ref['noisy_share']:.0f}%",
+            f"{100 * a['accuracy_mean']:.1f} ± {100 * a['accuracy_std']:.1f}" if a else "-",
+            f"{100 * b['accuracy_mean']:.1f} ± {100 * b['accuracy_std']:.1f}" if b else "-",
+            f"{b['train_s']:.0f}" if b else "-",
+            f"{ref['selection_s']:.0f}",
+            f"{auroc:.3f}" if auroc is not None else "-",
+        )
+    Console().print(table)
+
+
+def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command: str) -> None:
+    from ostselect.bench.config import PRESETS
+    from ostselect.bench.demo import run_and_write
+
+    config = PRESETS[preset]().with_overrides(**overrides)
+    started = time.perf_counter()
+    results, paths = run_and_write(
+        config, out, work_dir=work_dir, command=command, log=lambda m: console.print(m)
+    )
+    _print_results(results)
+    minutes = (time.perf_counter() - started) / 60
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())} ({minutes:.1f} min)")
+
+
+@bench_app.command("run")
+def run_command(
+    out: Path = typer.Option(Path("docs/results"), "--out", help="Where results go."),
+    work_dir: Path | None = typer.Option(
+        None, "--work-dir", help="Data, checkpoints and scores (default: OUT/work)."
+    ),
+    preset: str = typer.Option("full", "--preset", help="full | demo | mini."),
+    seeds: int | None = typer.Option(None, "--seeds", help="Number of seeds (0..n-1)."),
+    noise_rate: float | None = typer.Option(None, "--noise-rate", help="Pool noise rate."),
+    eta: float | None = typer.Option(None, "--eta", help="OST step size."),
+) -> None:
+    """The full DigitMath protocol: pretrain, warm up, score, select, fine-tune, evaluate."""
+    from ostselect.bench.config import PRESETS
+
+    if preset not in PRESETS:
+        fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    overrides = {
+        "seeds": tuple(range(seeds)) if seeds else None,
+        "noise_rate": noise_rate,
+        "eta": eta,
+    }
+    command = "ost bench run " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "ost bench run"
+    _run(preset, out, work_dir, overrides, command)
+
+
+def demo_command(
+    out: Path = typer.Option(Path("demo-results"), "--out", help="Where results go."),
+) -> None:
+    """A reduced DigitMath benchmark (<= 10 minutes on 2 cores) that prints its results table."""
+    _run("demo", out, None, {}, "ost demo")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(bench_app, name="bench")
+    app.command("demo")(demo_command)

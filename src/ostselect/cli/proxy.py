@@ -1,4 +1,4 @@
-"""`ost proxy init` (build a random offline proxy) and `ost proxy info` (what a proxy trains/caches)."""
+"""`ost proxy init` (build a random offline proxy); `ost proxy info` (what trains and is cached)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def init(
     from ostselect.proxy import build_tiny_proxy
 
     with console.status(f"building {arch} ({size}) proxy"):
-        folder = build_tiny_proxy(out_dir, arch=arch, size=size, corpus=texts, seed=seed, lm_path=lm)
+        folder = build_tiny_proxy(
+            out_dir, arch=arch, size=size, corpus=texts, seed=seed, lm_path=lm
+        )
     console.print(f"wrote proxy to [bold]{folder}[/]")
 
 

@@ -1,4 +1,4 @@
-"""`ost warmup`: briefly train the proxy on a seeded fraction of the pool, keeping the AdamW state."""
+"""`ost warmup`: briefly train the proxy on a seeded fraction of the pool; keep the AdamW state."""
 
 from __future__ import annotations
 

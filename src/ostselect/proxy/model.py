@@ -1,10 +1,10 @@
 """`Proxy`: a Hugging Face VLM behind the `ScoringModel` seam, and `load_proxy`.
 
-Scoring evaluates the same anchors under many parameter perturbations, so `prepare` runs once, without
-grad, everything that cannot change (vision tower + projector, 3-D rotary position ids, layers below the
-lowest trainable one) and `per_sample_loss` runs only the rest: the trainable layers, the final norm and
-the LM head at supervised positions only. `per_sample_loss_reference` is the plain HF forward that tests
-and the naive scorer compare against.
+Scoring evaluates the same anchors under many parameter perturbations, so `prepare` runs once,
+without grad, everything that cannot change (vision tower + projector, 3-D rotary position ids,
+layers below the lowest trainable one) and `per_sample_loss` runs only the rest: the trainable
+layers, the final norm and the LM head at supervised positions only. `per_sample_loss_reference` is
+the plain HF forward that tests and the naive scorer compare against.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _supervision(labels: torch.Tensor, dtype: torch.dtype):
 
 
 def causal_padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive [B, 1, L, L] mask (0 = attend, dtype min = blocked), as HF's eager path builds it."""
+    """Additive [B, 1, L, L] mask (0 = attend, dtype min = blocked), as HF's eager path has it."""
     length = attention_mask.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
     allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
@@ -130,7 +130,7 @@ class Proxy:
         return next(self.model.parameters()).device
 
     def _layout(self):
-        """(text model, lowest trainable layer, embeddings trainable, vision/other-prefix trainable)."""
+        """(text model, lowest trainable layer, embeddings train?, names trainable elsewhere)."""
         hf = self.hf_model
         text = find_text_model(hf)
         layer_of = {}
@@ -221,6 +221,9 @@ class Proxy:
             captured["kwargs"] = kwargs
             raise _StopForward
 
+        def at_layer0(_mod, _args, kwargs):
+            captured["kwargs"] = kwargs
+
         def at_norm(_mod, args):
             captured["hidden"] = args[0]
             raise _StopForward
@@ -230,7 +233,7 @@ class Proxy:
             handles.append(text.layers[start].register_forward_pre_hook(at_layer, with_kwargs=True))
         else:  # only norm / head train: capture the final hidden states
             handles.append(text.norm.register_forward_pre_hook(at_norm))
-            handles.append(text.layers[0].register_forward_pre_hook(self._grab_kwargs(captured)))
+            handles.append(text.layers[0].register_forward_pre_hook(at_layer0, with_kwargs=True))
         try:
             self.hf_model.model(**batch.inputs, use_cache=False)
         except _StopForward:
@@ -256,13 +259,6 @@ class Proxy:
             if not torch.equal(hidden[m], text_embeds[m]):
                 raise NotImplementedError("cannot separate image features from token embeddings")
         return Prepared(hidden=hidden, layer_kwargs=layer_kwargs, **common)
-
-    @staticmethod
-    def _grab_kwargs(captured):
-        def hook(_mod, _args, kwargs):
-            captured["kwargs"] = kwargs
-
-        return lambda mod, args, kwargs: hook(mod, args, kwargs)
 
     def _image_token_id(self) -> int | None:
         cfg = self.hf_model.config

@@ -65,7 +65,7 @@ def module_prefix(root, target) -> str:
 
 
 def select_all(model) -> None:
-    """Language model (embeddings, layers, norm, head) trainable; vision tower and projector frozen."""
+    """Language model (embeddings, layers, norm, head) trainable; vision + projector frozen."""
     text = find_text_model(model)
     lm_ids = {id(p) for p in text.parameters()}
     head = model.get_output_embeddings()
@@ -87,7 +87,7 @@ def select_regex(model, pattern: str) -> None:
 
 
 def apply_lora(model, spec: ParamsSpec):
-    """Wrap `model` with a fresh peft LoRA on the language model's layers (dropout 0: exact scoring)."""
+    """Wrap `model` in a fresh peft LoRA on the LM's decoder layers (dropout 0: exact scores)."""
     from peft import LoraConfig, get_peft_model
 
     text = find_text_model(model)
@@ -97,7 +97,9 @@ def apply_lora(model, spec: ParamsSpec):
     if spec.lora_layers not in ("all", "top-half"):
         raise ValueError(f"lora_layers must be 'all' or 'top-half', not {spec.lora_layers!r}")
     targets = spec.lora_targets or list(DEFAULT_LORA_TARGETS)
-    regex = rf"{prefix}\.layers\.({'|'.join(map(str, layers))})\..*\b({'|'.join(map(re.escape, targets))})"
+    layer_alt = "|".join(map(str, layers))
+    target_alt = "|".join(map(re.escape, targets))
+    regex = rf"{prefix}\.layers\.({layer_alt})\..*\b({target_alt})"
     for p in model.parameters():
         p.requires_grad_(False)
     config = LoraConfig(

@@ -1,5 +1,5 @@
-"""Proxy folders: `load_proxy` and `save_proxy` (HF weights + processor, LoRA adapter, ostselect.json,
-optimizer state)."""
+"""Proxy folders: `load_proxy` and `save_proxy` (HF weights + processor, LoRA adapter,
+ostselect.json, optimizer state)."""
 
 from __future__ import annotations
 
@@ -52,18 +52,19 @@ def load_proxy(
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     folder = Path(path)
-    if not folder.exists():
+    looks_like_hub_name = str(path).count("/") == 1 and not str(path).startswith((".", "/", "~"))
+    if not folder.exists() and not looks_like_hub_name:
         raise FileNotFoundError(
             f"proxy folder {folder} not found (build one with `ost proxy init {folder}`)"
         )
     meta = read_meta(folder)
-    config = AutoConfig.from_pretrained(str(folder))
+    config = AutoConfig.from_pretrained(str(path))
     torch_dtype = _resolve_dtype(dtype)
     model = AutoModelForImageTextToText.from_pretrained(
-        str(folder), dtype=torch_dtype, attn_implementation=attn_implementation
+        str(path), dtype=torch_dtype, attn_implementation=attn_implementation
     )
     model.to(device)
-    processor = load_processor(folder, config.model_type)
+    processor = load_processor(str(path), config.model_type)
     saved = ParamsSpec.from_json(meta.get("params"))
     if params is None:
         spec = saved

@@ -1,8 +1,8 @@
 """Image-only Qwen2-VL / Qwen2.5-VL processors.
 
 The stock processors always build a video processor, which needs torchvision (not installed here).
-These subclasses skip the video part; they must also be the class used to *reload* the saved processor,
-because `AutoProcessor` on such a folder tries the video processor again.
+These subclasses skip the video part; they must also be the class used to *reload* the saved
+processor, because `AutoProcessor` on such a folder tries the video processor again.
 """
 
 from __future__ import annotations

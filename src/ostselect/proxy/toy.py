@@ -30,7 +30,7 @@ def noise_png(seed: int, size: tuple[int, int] = (40, 48)) -> bytes:
 
 
 def toy_samples(n: int, seed: int = 0, *, multi_turn_every: int = 3) -> list[Sample]:
-    """`n` samples with one image each; every `multi_turn_every`-th has a system prompt and 2 turns."""
+    """`n` one-image samples; every `multi_turn_every`-th has a system prompt and two rounds."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -38,7 +38,12 @@ def toy_samples(n: int, seed: int = 0, *, multi_turn_every: int = 3) -> list[Sam
         turns = [Turn("user", f"{IMAGE_PLACEHOLDER}\n{q}"), Turn("assistant", a)]
         if multi_turn_every and i % multi_turn_every == multi_turn_every - 1:
             q2, a2 = _QUESTIONS[rng.randrange(len(_QUESTIONS))]
-            turns = [Turn("system", "Answer briefly."), *turns, Turn("user", q2), Turn("assistant", a2)]
+            turns = [
+                Turn("system", "Answer briefly."),
+                *turns,
+                Turn("user", q2),
+                Turn("assistant", a2),
+            ]
         images = [ImageRef(data=noise_png(seed * 100_003 + i))]
         out.append(Sample(id=f"toy-{seed}-{i}", turns=turns, images=images))
     return out

@@ -1,4 +1,4 @@
-"""Warm-up: briefly train the proxy on a seeded random fraction of the pool and keep the AdamW state.
+"""Warm-up: briefly train the proxy on a seeded random fraction of the pool; keep the AdamW state.
 
 The paper's best proxy is the checkpoint after ~5% of training. We model that literally: the cosine
 schedule spans a full run over the pool (`epochs` passes over every sample, unless `schedule_steps`

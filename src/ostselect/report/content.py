@@ -131,9 +131,7 @@ def gather(
         ("toxic (utility < 0)", f"{toxic:,} ({100 * toxic / max(n, 1):.1f}%)"),
     ]
     if k is not None:
-        summary.append(
-            (f"kept at cutoff {cutoff}", f"{k:,} (utility >= {cutoff_value:.3g})" if k else "0")
-        )
+        summary.append((f"kept at cutoff {cutoff}", f"{k:,}  (≥ {cutoff_value:.3g})" if k else "0"))
     not_ok = int((df["status"] != "ok").sum()) if "status" in df.columns else 0
     notes = []
     if not_ok:
@@ -275,16 +273,23 @@ def _card(row, by_id: dict[str, Sample], fields: list[str]) -> Card:
     )
 
 
-def thumbnail(image, max_side: int = 360) -> bytes | None:
-    """A small JPEG of an `ImageRef` (None when it cannot be read: the card says so)."""
+def thumbnail(image, max_side: int = 360, min_side: int = 180) -> bytes | None:
+    """A small JPEG of an `ImageRef` (None when it cannot be read: the card says so).
+
+    Small images are upscaled to `min_side` so the gallery shows them at a readable size; tiny
+    ones (e.g. 8x8 scans) with nearest-neighbour so their pixels stay crisp.
+    """
+    from PIL import Image
+
     try:
         im = image.open()
     except Exception:
         return None
     im.thumbnail((max_side, max_side))
-    if min(im.size) < 96:  # tiny images (e.g. 8x8 digits): upscale crisply so they are visible
-        scale = max(1, 96 // max(1, min(im.size)))
-        im = im.resize((im.width * scale, im.height * scale), resample=0)
+    if max(im.size) < min_side:
+        scale = min_side / max(im.size)
+        resample = Image.Resampling.NEAREST if max(im.size) <= 32 else Image.Resampling.LANCZOS
+        im = im.resize((round(im.width * scale), round(im.height * scale)), resample=resample)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=85)
     return buf.getvalue()

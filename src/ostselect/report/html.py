@@ -13,36 +13,45 @@ CSS = """
         --keep:#2f6fdf; --toxic:#d64545; --ok:#1f9d55; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--ink);
-       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+       font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+  sans-serif; }
 main { max-width: 1180px; margin: 0 auto; padding: 32px 28px 64px; }
 header h1 { font-size: 28px; margin: 0 0 4px; letter-spacing: -0.01em; }
 header p { margin: 0; color: var(--muted); }
 h2 { font-size: 19px; margin: 40px 0 12px; letter-spacing: -0.005em; }
 .stats { display:grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px;
          margin-top: 22px; }
-.stat { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
+.stat { background: var(--card); border: 1px solid var(--line); border-radius: 10px;
+  padding: 12px 14px; }
 .stat .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
 .stat .v { font-size: 18px; font-weight: 600; margin-top: 2px; }
-.panel { background: var(--card); border: 1px solid var(--line); border-radius: 12px; padding: 16px 18px; }
+.panel { background: var(--card); border: 1px solid var(--line); border-radius: 12px;
+  padding: 16px 18px; }
 .figs { display:grid; grid-template-columns: 1fr; gap: 16px; }
 .figs.two { grid-template-columns: 3fr 2fr; }
 figure { margin: 0; }
 figure img { width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; }
-th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { color: var(--muted); font-weight: 600; font-size: 12px; text-transform: uppercase; letter-spacing:.04em; }
+th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid var(--line);
+  vertical-align: top; }
+th { color: var(--muted); font-weight: 600; font-size: 12px; text-transform: uppercase;
+  letter-spacing:.04em; }
 td.num { font-variant-numeric: tabular-nums; }
 .bar { display:flex; align-items:center; gap:8px; }
-.bar span.track { flex: 0 0 110px; height: 8px; background: var(--line); border-radius: 4px; overflow:hidden; }
+.bar span.track { flex: 0 0 110px; height: 8px; background: var(--line); border-radius: 4px;
+  overflow:hidden; }
 .bar span.fill { display:block; height:100%; background: var(--keep); }
 .gallery { display:grid; grid-template-columns: repeat(auto-fill, minmax(270px, 1fr)); gap: 14px; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 12px; overflow: hidden;
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 12px;
+  overflow: hidden;
         display:flex; flex-direction: column; }
 .card.toxic { border-color: #f3b8b8; }
-.thumbs { display:flex; gap:2px; background:#eef1f4; justify-content:center; }
-.thumbs img { max-width: 100%; max-height: 190px; object-fit: contain; display:block; }
-.noimg { color: var(--muted); font-size: 12px; padding: 10px; text-align:center; background:#eef1f4; }
+.thumbs { display:flex; gap:2px; background:#eef1f4; justify-content:center; align-items:center;
+          height: 180px; }
+.thumbs img { height: 100%; width: auto; max-width: 100%; object-fit: contain; display:block; }
+.noimg { color: var(--muted); font-size: 12px; padding: 10px; text-align:center;
+  background:#eef1f4; }
 .body { padding: 10px 12px 12px; display:flex; flex-direction:column; gap:6px; }
 .meta { display:flex; justify-content: space-between; align-items: baseline; font-size: 13px; }
 .meta .rank { color: var(--muted); }
@@ -55,7 +64,8 @@ td.num { font-variant-numeric: tabular-nums; }
              letter-spacing: .05em; display:block; }
 details summary { cursor: pointer; color: var(--keep); font-size: 12.5px; }
 .tags { display:flex; flex-wrap: wrap; gap: 4px; }
-.tag { background: #e8eefc; color: #234; border-radius: 999px; padding: 1px 8px; font-size: 11.5px; }
+.tag { background: #e8eefc; color: #234; border-radius: 999px; padding: 1px 8px;
+  font-size: 11.5px; }
 .tag.bad { background: #fde8e8; color: #8a1c1c; }
 .notes { background: #fff8e6; border: 1px solid #f5dfa3; border-radius: 10px; padding: 10px 14px;
          margin-top: 16px; font-size: 14px; }
@@ -112,7 +122,7 @@ def render_html(content: ReportContent) -> str:
     parts.append(f"<h2>Top {len(content.top)}: the samples worth training on</h2>")
     parts.append(_gallery(content.top))
     if content.bottom:
-        parts.append(f"<h2>Bottom {len(content.bottom)}: the samples that hurt most</h2>")
+        parts.append(f"<h2>Bottom {len(content.bottom)}: the lowest utilities</h2>")
         parts.append(_gallery(content.bottom))
     parts.append("<h2>Provenance</h2>")
     rows = "".join(

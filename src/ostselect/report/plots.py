@@ -76,6 +76,9 @@ def utility_histogram(utility: np.ndarray, cutoff: float | None, kept: np.ndarra
         ax.legend(frameon=False, fontsize=9, loc="upper left")
     ax.set_xlabel("utility (anchor-loss drop after one step)", fontsize=10, color="#3e4c59")
     ax.set_ylabel("samples", fontsize=10, color="#3e4c59")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(fig)
 
 
@@ -92,12 +95,13 @@ def utility_vs_loss(utility: np.ndarray, loss: np.ndarray, kept: np.ndarray) -> 
     ):
         if mask.any():
             ax.scatter(lo[mask], u[mask], s=size, c=colour, alpha=0.75, label=label, linewidths=0)
-    ax.axhline(0.0, color="#cbd2d9", linewidth=1)
+    if len(u) and u.min() < 0 < u.max():  # the zero line only where it does not squash the data
+        ax.axhline(0.0, color="#cbd2d9", linewidth=1)
     ax.set_xlabel("own loss at the proxy (before the step)", fontsize=10, color="#3e4c59")
     ax.set_ylabel("utility", fontsize=10, color="#3e4c59")
     ax.grid(axis="x", color="#e4e7eb", linewidth=0.8)
     if len(u):
-        ax.legend(frameon=False, fontsize=9)
+        ax.legend(frameon=False, fontsize=9, loc="best")
     return _png(fig)
 
 

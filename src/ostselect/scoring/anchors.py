@@ -27,7 +27,7 @@ def anchor_hash(samples: Iterable[Sample]) -> str:
 
 
 class AnchorSet:
-    """Anchors prepared in chunks of `batch_size`, with optional groups from `extra[group_field]`."""
+    """Anchors prepared in chunks of `batch_size`; optional groups from `extra[group_field]`."""
 
     def __init__(
         self,
@@ -92,7 +92,7 @@ class AnchorSet:
     def value(
         self, params: Mapping[str, torch.Tensor] | None, *, reference: bool = False
     ) -> tuple[float, dict[str, float]]:
-        """L_V and the per-group means (`reference`: the uncached forward at the live parameters)."""
+        """L_V and the per-group means (`reference`: uncached forward at the live parameters)."""
         per_sample = self.reference_losses() if reference else self.losses(params)
         groups = {g: float(per_sample[idx].mean()) for g, idx in self.groups.items()}
         return float(per_sample.mean()), groups
@@ -100,7 +100,7 @@ class AnchorSet:
     def gradients(
         self, params: Mapping[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-        """grad L_V and grad of each group's mean loss at `params` (one backward per chunk+group)."""
+        """grad L_V and grad of each group's mean loss at `params` (a backward per chunk+group)."""
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         names = list(leaves)
         total = {k: torch.zeros_like(v) for k, v in leaves.items()}

@@ -30,7 +30,7 @@ REJECT_CODES = {"error": "score_prepare_failed", "nonfinite": "score_nonfinite"}
 
 
 def _read_samples(path: Path, on_reject: Callable[[Reject], None] | None) -> Iterator[Sample]:
-    """Usable samples of a pool file; unusable records go to `on_reject` (the data package's checks)."""
+    """Usable samples of a pool file; unusable records go to `on_reject` (data package checks)."""
     from ostselect.data import iter_samples
 
     def on_record(item: Sample | Reject) -> None:

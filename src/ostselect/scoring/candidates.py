@@ -2,9 +2,9 @@
 
 A proxy may implement the optional hook `per_sample_gradients(prepared, params) -> (losses[B],
 {name: grads[B, ...]})` (e.g. `torch.func.vmap(grad(...))` over its language model); otherwise each
-candidate is prepared and differentiated alone, which also isolates a bad record. Either way a sample
-that cannot be prepared becomes status "error" and a non-finite loss or gradient "nonfinite"; the run
-goes on.
+candidate is prepared and differentiated alone, which also isolates a bad record. Either way a
+sample that cannot be prepared becomes status "error" and a non-finite loss or gradient
+"nonfinite"; the run goes on.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _batched(
     leaves: dict[str, torch.Tensor],
     counter: WorkCounter,
 ) -> list[CandidateGradient] | None:
-    """One pass through the proxy's hook; None when the hook is absent or the batch has a bad record."""
+    """One pass through the proxy's hook; None without a hook or when the batch has a bad record."""
     hook = getattr(proxy, "per_sample_gradients", None)
     if hook is None:
         return None

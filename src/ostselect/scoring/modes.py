@@ -1,11 +1,14 @@
 """The four scoring modes. All share the anchor set, the candidate gradients and the update rule.
 
-utility_i = L_V(theta) - L_V(theta'_i), theta'_i = one optimizer step on z_i alone (> 0: the step helped).
+utility_i = L_V(theta) - L_V(theta'_i), theta'_i = one optimizer step on z_i alone
+(> 0: the step helped).
 
 - `naive`:       the published reference loop, literally: real optimizer step, anchor evaluation,
                  restore parameters and optimizer state.
-- `exact`:       the same numbers with functional parameters (nothing to restore), anchors prepared once.
-- `first-order`: utility ~ <grad L_V(theta), theta - theta'_i>, one anchor gradient for the whole pool.
+- `exact`:       the same numbers with functional parameters (nothing to restore), anchors
+                 prepared once.
+- `first-order`: utility ~ <grad L_V(theta), theta - theta'_i>, one anchor gradient for the
+                 whole pool.
 - `hybrid`:      first-order for all, exact where the first-order error could change the selection
                  or the toxic flag (see `hybrid_refine`).
 """
@@ -255,12 +258,36 @@ class HybridReport:
     calibration_size: int
     calibration_spearman: float
     calibration_max_abs_error: float
-    error_per_step_sq: float
+    band_relative: float  # a in w_i = safety * (a * |u_fo_i| + b * ||step_i||^2)
+    band_curvature: float  # b
     rescored: int
     rounds: int
 
     def as_dict(self) -> dict[str, float | int]:
         return dict(self.__dict__)
+
+
+def fit_error_bound(
+    magnitude: np.ndarray, step_sq: np.ndarray, seen: np.ndarray, errors: np.ndarray
+) -> tuple[float, float]:
+    """Smallest bound a*|u_fo| + b*||step||^2 (a, b >= 0) covering every error seen so far.
+
+    The first-order error is the Taylor remainder: part of it tracks the utility itself and part
+    the curvature along the step (~ ||step||^2); neither alone fits every sample, so both terms are
+    fitted by a 2-variable linear program that minimises the total band over the pool.
+    """
+    from scipy.optimize import linprog
+
+    if errors.size == 0 or not np.any(errors > 0):
+        return 0.0, 0.0
+    scale = np.array([max(magnitude.mean(), 1e-300), max(step_sq.mean(), 1e-300)])
+    features = np.stack([magnitude[seen], step_sq[seen]], 1) / scale
+    cost = np.stack([magnitude, step_sq], 1).sum(0) / scale
+    res = linprog(cost, A_ub=-features, b_ub=-errors, bounds=[(0, None), (0, None)], method="highs")
+    if not res.success:  # cannot happen with two non-negative features, but never guess
+        return float(np.max(errors / np.maximum(magnitude[seen], 1e-300))), 0.0
+    coef = res.x / scale
+    return float(coef[0]), float(coef[1])
 
 
 def hybrid_refine(
@@ -274,33 +301,33 @@ def hybrid_refine(
 ) -> HybridReport:
     """Replace first-order utilities by exact ones where the first-order error could matter.
 
-    The first-order error is the Taylor remainder, which scales with the squared step length
-    ||theta - theta'_i||^2, so each candidate gets its own band half-width w_i = kappa * ||step_i||^2.
-    kappa is `safety` times the largest |exact - first-order| / ||step||^2 seen on a seeded
-    calibration sample scored both ways, and it widens whenever a re-scored candidate shows a larger
-    ratio. Every candidate within w_i of the selection cutoff or of zero is re-scored exactly; the
-    cutoff is recomputed and the step repeats until no new candidate falls in its band. At the end
-    the cutoff is an exact value and every other candidate lies farther than its band from both
-    thresholds, so (while the error model holds) the kept set and the toxic flags equal `exact`'s.
+    A seeded calibration sample is scored both ways; from the errors seen, a per-candidate band
+    w_i = safety * (a * |u_fo_i| + b * ||step_i||^2) is fitted (`fit_error_bound`). Every candidate
+    within its band of the selection cutoff or of zero is re-scored exactly; its error joins the
+    fit (the band widens if it was exceeded), the cutoff is recomputed, and the step repeats until
+    no new candidate falls in its band. At the end the cutoff is an exact value and every other
+    candidate lies farther than its band from both thresholds, so (while the fitted bound holds)
+    the kept set and the toxic flags equal those of `exact`.
     """
     ok = [i for i, o in enumerate(outcomes) if o.status == OK]
     rng = np.random.default_rng(seed)
     size = min(calibration_size, len(ok))
     calibration = sorted(rng.choice(ok, size=size, replace=False).tolist()) if size else []
     first_order = np.array([o.utility for o in outcomes], dtype=np.float64)
-    step_sq = np.array([o.step_sq for o in outcomes], dtype=np.float64)
-    kappa = 0.0
+    magnitude = np.nan_to_num(np.abs(first_order), nan=0.0)
+    step_sq = np.nan_to_num(np.array([o.step_sq for o in outcomes], dtype=np.float64), nan=0.0)
+    seen: list[int] = []
     errors: list[float] = []
+    coef = (0.0, 0.0)
 
     def apply(indices: list[int]) -> None:
-        nonlocal kappa
+        nonlocal coef
         for i, new in zip(indices, rescore(indices), strict=True):
             if new.status == OK:
-                err = abs(new.utility - first_order[i])
-                errors.append(err)
-                if step_sq[i] > 0:
-                    kappa = max(kappa, safety * err / step_sq[i])
+                seen.append(i)
+                errors.append(abs(new.utility - first_order[i]))
             outcomes[i] = new
+        coef = fit_error_bound(magnitude, step_sq, np.array(seen, dtype=np.int64), np.array(errors))
 
     apply(calibration)
     cal_ok = [i for i in calibration if outcomes[i].status == OK]
@@ -310,16 +337,17 @@ def hybrid_refine(
     while True:
         values = np.array([o.utility for o in outcomes], dtype=np.float64)
         c = cutoff_value(values, cutoff)
+        band = safety * (coef[0] * magnitude + coef[1] * step_sq)
         near = [
             i
             for i in ok
             if not outcomes[i].exact
             and outcomes[i].status == OK
-            and min(abs(values[i] - c), abs(values[i])) <= kappa * step_sq[i]
+            and min(abs(values[i] - c), abs(values[i])) <= band[i]
         ]
         if not near:
             break
         rounds += 1
         apply(near)
     rescored = sum(1 for o in outcomes if o.exact)
-    return HybridReport(len(calibration), rho, cal_error, kappa / safety, rescored, rounds)
+    return HybridReport(len(calibration), rho, cal_error, coef[0], coef[1], rescored, rounds)

@@ -1,9 +1,10 @@
 """Optimizer update rules, written once and shared by every scoring mode and by the warm-up checks.
 
-Each rule is a pure function of dicts of tensors (no in-place ops, no optimizer objects), so it works
-under `torch.func` / `vmap` and broadcasts over a leading candidate dimension on the gradients. The
-arithmetic mirrors `torch.optim`'s single-tensor kernels op for op, so the simulated step equals the step
-a real `torch.optim.SGD` / `torch.optim.AdamW` would take (bit-for-bit on CPU in float64).
+Each rule is a pure function of dicts of tensors (no in-place ops, no optimizer objects), so it
+works under `torch.func` / `vmap` and broadcasts over a leading candidate dimension on the
+gradients. The arithmetic mirrors `torch.optim`'s single-tensor kernels op for op, so the
+simulated step equals the step a real `torch.optim.SGD` / `torch.optim.AdamW` would take
+(bit-for-bit on CPU in float64).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class SGD:
         return {k: torch.add(p, grads[k], alpha=-self.lr) for k, p in params.items()}
 
     def displacement(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
-        """theta - theta', computed directly (not as a difference) so first-order keeps precision."""
+        """theta - theta', computed directly (not as a difference) to keep first-order precise."""
         return {k: grads[k] * self.lr for k in params}
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -50,9 +51,9 @@ class SGD:
 class AdamW:
     """The next `torch.optim.AdamW` step from a given state (`step` steps already taken).
 
-    Missing moments mean a fresh optimizer (zeros, step 0). Decoupled weight decay multiplies theta by
-    (1 - lr * wd) before the Adam update; bias correction uses step + 1; eps is added after dividing
-    sqrt(v) by sqrt(bias_correction2), all as in torch.
+    Missing moments mean a fresh optimizer (zeros, step 0). Decoupled weight decay multiplies
+    theta by (1 - lr * wd) before the Adam update; bias correction uses step + 1; eps is added
+    after dividing sqrt(v) by sqrt(bias_correction2), all as in torch.
     """
 
     lr: float
@@ -75,7 +76,7 @@ class AdamW:
         eps: float = 1e-8,
         weight_decay: float = 0.01,
     ) -> AdamW:
-        """Continue a warm-up state (its lr unless `lr` overrides it), or start fresh without one."""
+        """Continue a warm-up state (its lr unless `lr` overrides it), else start fresh."""
         if state is None:
             return cls(
                 lr=DEFAULT_ADAMW_LR if lr is None else lr,
@@ -89,8 +90,8 @@ class AdamW:
             if missing or extra:
                 raise ValueError(
                     f"optimizer state {label} does not match the trainable parameters "
-                    f"(missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}); load the proxy "
-                    "with the same --params selection it was warmed up with"
+                    f"(missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}); "
+                    "load the proxy with the same --params selection it was warmed up with"
                 )
         for k, p in params.items():
             if state.exp_avg[k].shape != p.shape or state.exp_avg_sq[k].shape != p.shape:

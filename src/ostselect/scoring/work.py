@@ -1,4 +1,4 @@
-"""Counting the model work a scoring run did (samples forwarded / back-propagated), for provenance."""
+"""The model work a scoring run did (samples forwarded / back-propagated), for provenance."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Near-duplicate detection among kept samples (the paper's per-sample ranking ignores redundancy).
 
 Selection walks candidates by descending utility and asks a `Deduplicator` whether each one
-repeats a sample already kept, so the higher-utility copy always wins. Two samples are duplicates when their
-normalised text matches and their images match (perceptual average-hash, so a re-encoded image still
-matches); the embedding mode also calls texts duplicates when their MiniLM embeddings have cosine
-similarity >= the threshold (images must still match).
+repeats a sample already kept, so the higher-utility copy always wins. Two samples are duplicates
+when their normalised text matches and their images match (perceptual average-hash, so a
+re-encoded image still matches); the embedding mode also calls texts duplicates when their MiniLM
+embeddings have cosine similarity >= the threshold (images must still match).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def average_hash(data: bytes, size: int = 8) -> str:
     """Perceptual average-hash plus a coarse mean colour (aHash alone is colour-blind).
 
     Grey `size`x`size` thumbnail, one bit per pixel above the mean; then the mean R, G, B in 4
-    levels each. Re-encoding or resizing an image keeps both; a recoloured figure changes the second.
+    levels each. Re-encoding or resizing keeps both; a recoloured figure changes the second.
     """
     from PIL import Image
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ostselect.data.sample import Sample
 from ostselect.scores import Scores
@@ -16,16 +17,23 @@ class ProvenanceMismatchError(ValueError):
 
 
 def load_pool(
-    pool: Sequence[Sample] | str | Path, *, image_root: str | Path | None = None
+    pool: Sequence[Sample] | str | Path,
+    *,
+    image_root: str | Path | None = None,
+    rejects: Any = None,
 ) -> tuple[list[Sample], str | None]:
-    """Samples plus the pool's fingerprint (None for in-memory samples: nothing to compare)."""
+    """Samples plus the pool's fingerprint (None for in-memory samples: nothing to compare).
+
+    Unusable records of a pool file go to `rejects` (a `RejectsWriter`) and are skipped.
+    """
     if isinstance(pool, str | Path):
         from ostselect.data import iter_samples, pool_fingerprint
 
         path = Path(pool)
         if not path.exists():
             raise FileNotFoundError(f"pool {path} does not exist")
-        return list(iter_samples(path, image_root=image_root)), pool_fingerprint(path)
+        samples = list(iter_samples(path, image_root=image_root, rejects=rejects))
+        return samples, pool_fingerprint(path)
     return list(pool), None
 
 

@@ -103,22 +103,25 @@ def select(
     *,
     force: bool = False,
     image_root: str | Path | None = None,
+    rejects: Any = None,
 ) -> Selection:
     """Apply `policy` to `scores` over `pool` (samples, or a pool path read with `iter_samples`).
 
     Raises `ProvenanceMismatchError` when scored ids are missing from the pool or the scores were
     made on a pool with a different fingerprint, unless `force=True` (then it becomes a warning).
+    Unusable pool records go to `rejects` (an open `RejectsWriter`), never stopping the run.
     """
     policy = policy or SelectionPolicy()
     if not isinstance(scores, Scores):
         scores = read_scores(scores)
-    samples, pool_fp = load_pool(pool, image_root=image_root)
+    samples, pool_fp = load_pool(pool, image_root=image_root, rejects=rejects)
     warnings = check_provenance(scores, samples, pool_fp, force=force)
     table = scores.to_pandas()
     table["id"] = table["id"].astype(str)
-    by_id = table.set_index("id", drop=False)
     if "rank" not in table.columns:
-        by_id["rank"] = rank_descending(by_id["utility"].to_numpy())
+        table["rank"] = rank_descending(table["utility"].to_numpy())
+    # Plain dicts: per-row pandas lookups would dominate on pools of 10^5+ samples.
+    by_id = {r["id"]: r for r in table.to_dict("records")}
     has_tokens = "tokens" in table.columns
     dropped: dict[str, str] = {}
     strata: dict[str, StratumCounts] = {}
@@ -127,10 +130,10 @@ def select(
     for s in samples:
         stratum = _stratum_of(s, policy.balance_by)
         strata.setdefault(stratum, StratumCounts()).pool += 1
-        if s.id not in by_id.index:
+        row = by_id.get(s.id)
+        if row is None:
             dropped[s.id] = "not scored"
             continue
-        row = by_id.loc[s.id]
         tokens = _tokens(row, s, has_tokens)
         tokens_scored += tokens
         reason = _filter_reason(row, policy)
@@ -140,7 +143,7 @@ def select(
         strata[stratum].eligible += 1
         candidates.append(_Candidate(s, float(row["utility"]), int(row["rank"]), tokens, stratum))
     candidates.sort(key=lambda c: (-c.utility, c.rank))
-    n_scored = sum(1 for s in samples if s.id in by_id.index)
+    n_scored = sum(1 for s in samples if s.id in by_id)
     k = policy.top_count(n_scored)
     kept = _walk(candidates, strata, k, policy, dropped)
     kept_set = set(kept)
@@ -182,7 +185,7 @@ def _stratum_of(sample: Sample, balance_by: str | None) -> str:
     return MISSING_STRATUM if value is None else str(value)
 
 
-def _tokens(row: Any, sample: Sample, has_tokens: bool) -> int:
+def _tokens(row: dict[str, Any], sample: Sample, has_tokens: bool) -> int:
     if has_tokens and row["tokens"] is not None and not _isnan(row["tokens"]):
         return int(row["tokens"])
     return max(1, math.ceil(len(sample.assistant_text) / 4))
@@ -192,15 +195,15 @@ def _isnan(x: Any) -> bool:
     return isinstance(x, float) and math.isnan(x)
 
 
-def _filter_reason(row: Any, policy: SelectionPolicy) -> str | None:
+def _filter_reason(row: dict[str, Any], policy: SelectionPolicy) -> str | None:
     """Per-sample filters that do not depend on other samples."""
-    status = row["status"] if "status" in row.index else "ok"
+    status = row.get("status", "ok")
     if status != "ok":
         return f"status: {status}"
     u = float(row["utility"])
     if math.isnan(u):
         return "utility is NaN"
-    toxic = bool(row["toxic"]) if "toxic" in row.index else u < 0
+    toxic = bool(row["toxic"]) if "toxic" in row else u < 0
     if policy.drop_toxic and toxic:
         return f"toxic: utility {u:.6g} < 0"
     if policy.min_utility is not None and u < policy.min_utility:

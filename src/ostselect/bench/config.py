@@ -1,0 +1,156 @@
+"""`BenchConfig`: every knob of a DigitMath benchmark run, with the three presets we ship.
+
+- `full_config()`: `ost bench run` (the committed docs/results), <= 60 minutes on 2 CPU cores.
+- `demo_config()`: `ost demo` / `make demo`, <= 10 minutes on 2 CPU cores.
+- `mini_config()`: the end-to-end test, a minute or two.
+
+Everything downstream is a function of the config (seeds included), so a run is reproducible from
+the `config` block that `results.json` records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ostselect.bench.noise import DEFAULT_NOISE_RATE
+
+ALL_BASELINES = ("loss", "ifd", "grand", "el2n", "less", "deita", "judge")
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Widths of one benchmark VLM (keys as in `proxy.arches.TEXT_SIZES` / `VISION_SIZES`)."""
+
+    hidden: int = 64
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    vocab: int = 512
+    vision_hidden: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    vision_intermediate: int = 128
+
+    def text(self) -> dict[str, int]:
+        return dict(
+            hidden=self.hidden,
+            layers=self.layers,
+            heads=self.heads,
+            kv_heads=self.kv_heads,
+            intermediate=self.intermediate,
+            vocab=self.vocab,
+        )
+
+    def vision(self) -> dict[str, int]:
+        return dict(
+            hidden=self.vision_hidden,
+            layers=self.vision_layers,
+            heads=self.vision_heads,
+            intermediate=self.vision_intermediate,
+        )
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run. Sizes are sample counts; `seeds` vary target training and Random-k."""
+
+    # data
+    n_pool: int = 1000
+    n_heldout: int = 300
+    n_test: int = 300
+    n_pretrain: int = 2000
+    noise_rate: float = DEFAULT_NOISE_RATE
+    noise_mix: dict[str, float] | None = None
+    clutter: float = 0.3
+    data_seed: int = 0
+    # models ("pretraining" on captions teaches both to read; every parameter trains there)
+    proxy: ModelDims = field(default_factory=ModelDims)
+    target: ModelDims = field(
+        default_factory=lambda: ModelDims(hidden=96, intermediate=192, layers=4)
+    )
+    pretrain_epochs: int = 6
+    pretrain_lr: float = 3e-3
+    pretrain_batch_size: int = 16
+    # proxy warm-up (language model only, AdamW + cosine over one pool epoch)
+    warmup_fraction: float = 0.05
+    warmup_lr: float = 1e-3
+    warmup_batch_size: int = 8
+    # OST scoring
+    n_anchors: int = 100
+    modes: tuple[str, ...] = ("exact", "first-order", "hybrid")
+    optimizer: str = "sgd"
+    eta: float = 0.05
+    score_batch_size: int = 16
+    # selection and baselines
+    fractions: tuple[float, ...] = (0.2, 0.5)
+    baselines: tuple[str, ...] = ("loss", "ifd", "grand", "el2n", "less", "deita")
+    # target fine-tuning and evaluation
+    finetune_lr: float = 2e-3
+    finetune_batch_size: int = 16
+    epochs_a: int = 3  # Protocol A: this many passes over each subset
+    # Protocol B: every row trains the steps Full-SFT takes under Protocol A (epochs_a full-pool
+    # epochs), so a 20% subset gets 5x the epochs.
+    seeds: tuple[int, ...] = (0, 1, 2)
+    max_new_tokens: int = 40
+    eval_batch_size: int = 50
+    # warm-up ablation: proxy checkpoints after these shares of one pool epoch
+    ablation_fractions: tuple[float, ...] = (0.0, 0.05, 0.25, 1.0)
+    ablation_seeds: int = 3  # how many of `seeds` train the ablation's OST-20% targets
+    threads: int = 1
+    report: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **changes: Any) -> BenchConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def full_config() -> BenchConfig:
+    """The committed benchmark (`ost bench run`)."""
+    return BenchConfig()
+
+
+def demo_config() -> BenchConfig:
+    """`ost demo`: the same protocol, smaller pool and test, 2 seeds, fewer baselines."""
+    return BenchConfig(
+        n_pool=500,
+        n_heldout=150,
+        n_test=150,
+        n_pretrain=1200,
+        pretrain_epochs=5,
+        n_anchors=50,
+        baselines=("loss", "el2n"),
+        seeds=(0, 1),
+        ablation_fractions=(),
+        report=True,
+    )
+
+
+def mini_config() -> BenchConfig:
+    """The end-to-end test: every stage runs, on toy sizes (accuracy is not meaningful here)."""
+    tiny = ModelDims(hidden=32, intermediate=64, layers=2, vision_hidden=32, vision_intermediate=64)
+    return BenchConfig(
+        n_pool=48,
+        n_heldout=20,
+        n_test=10,
+        n_pretrain=32,
+        proxy=tiny,
+        target=tiny,
+        pretrain_epochs=1,
+        warmup_fraction=0.25,
+        n_anchors=10,
+        fractions=(0.5,),
+        baselines=("loss",),
+        epochs_a=1,
+        seeds=(0, 1),
+        max_new_tokens=8,
+        ablation_fractions=(0.0, 0.25),
+        ablation_seeds=1,
+        report=False,
+    )
+
+
+PRESETS = {"full": full_config, "demo": demo_config, "mini": mini_config}

@@ -1,0 +1,478 @@
+"""The DigitMath protocol end to end: data -> pretraining -> warm-up -> scoring -> selection ->
+target fine-tuning (Protocols A and B) -> evaluation, for every row and seed.
+
+`run_benchmark(config, out_dir)` returns the results dict that `bench.results` writes as
+`results.json`, a Markdown table and plots. Layout of `out_dir`:
+
+    data/        the generated DigitMath splits (pool noise tags only in pool.noise.json)
+    models/      proxy + target after pretraining, proxy warm-up checkpoints
+    scores/      one scores table per scorer (OST modes, baselines, ablation checkpoints)
+    anchors.jsonl
+
+Scorers only ever receive the pool samples as `iter_samples` reads them from pool.jsonl (id,
+messages, image, category); the hidden noise tags are read only by the evaluation code here.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ostselect.bench.config import BenchConfig
+from ostselect.bench.metrics import mean_std, noise_auroc, noise_auroc_by_type, precision_at_k
+from ostselect.bench.noise import CLEAN
+from ostselect.data.sample import Sample
+
+Log = Callable[[str], None]
+PROTOCOLS = ("A", "B")
+
+
+@dataclass
+class Subset:
+    """One row's training data: which samples, and what choosing them cost."""
+
+    row: str  # e.g. "OST-exact 20%"
+    method: str  # "full", "clean", "random", "ost-exact", "loss", ...
+    fraction: float
+    ids: list[str]
+    selection_s: float = 0.0
+
+
+def pct(fraction: float) -> str:
+    return f"{round(fraction * 100):d}%"
+
+
+def _timer() -> Callable[[], float]:
+    start = time.perf_counter()
+    return lambda: round(time.perf_counter() - start, 2)
+
+
+def _load_split(path: Path) -> list[Sample]:
+    from ostselect.data import iter_samples
+
+    return list(iter_samples(path))
+
+
+def noise_metrics(
+    utilities: dict[str, float], noise: dict[str, str], fractions: Sequence[float]
+) -> dict[str, Any]:
+    """How well one scorer ranks clean samples above noisy ones (AUROC, by type, precision@k)."""
+    return {
+        "auroc": noise_auroc(utilities, noise),
+        "auroc_by_type": noise_auroc_by_type(utilities, noise),
+        "precision_at": {pct(f): precision_at_k(utilities, noise, f) for f in fractions},
+    }
+
+
+def _utilities(table: Any) -> dict[str, float]:
+    ids = table.column("id").to_pylist()
+    values = table.column("utility").to_pylist()
+    return {str(i): (math.nan if v is None else float(v)) for i, v in zip(ids, values, strict=True)}
+
+
+def _top_ids(scores_path: Path, pool: Sequence[Sample], fraction: float) -> list[str]:
+    from ostselect.select import SelectionPolicy, select
+
+    return select(scores_path, pool, SelectionPolicy(top=pct(fraction))).kept_ids
+
+
+class BenchmarkRun:
+    """State of one run; each method is one protocol stage (see the module docstring)."""
+
+    def __init__(self, config: BenchConfig, out_dir: str | Path, log: Log | None = None) -> None:
+        self.config = config
+        self.out = Path(out_dir)
+        self.log = log or (lambda msg: None)
+        self.timings: dict[str, float] = {}
+        self.results: dict[str, Any] = {"config": config.to_json()}
+
+    def run_all(self) -> dict[str, Any]:
+        """Every stage in order; the results dict (rows aggregated over seeds)."""
+        import torch
+
+        from ostselect.bench.results import aggregate_rows
+
+        torch.set_num_threads(self.config.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        total = _timer()
+        stages = (
+            ("data", self.make_data),
+            ("pretrain", self.pretrain_models),
+            ("warmup", self.warm_up),
+            ("anchors", self.draw_anchors),
+            ("scoring", self.score_pool),
+            ("rows", self.run_rows),
+            ("ablation", self.ablation),
+            ("report", self.report),
+        )
+        for name, stage in stages:
+            t = _timer()
+            stage()
+            self.timings[f"stage_{name}_s"] = t()
+        self.timings["total_s"] = total()
+        results = self.results
+        results["scorers"] = self.scorers
+        results["timings"] = self.timings
+        results["rows"] = aggregate_rows(results["runs"])
+        return results
+
+    # ---- stages ------------------------------------------------------------------------------
+    def make_data(self) -> None:
+        from ostselect.bench.data import make_digitmath, noise_labels, read_manifest
+
+        c = self.config
+        t = _timer()
+        self.paths = make_digitmath(
+            self.out / "data",
+            n_pool=c.n_pool,
+            n_heldout=c.n_heldout,
+            n_test=c.n_test,
+            n_pretrain=c.n_pretrain,
+            noise_rate=c.noise_rate,
+            noise_mix=c.noise_mix,
+            seed=c.data_seed,
+            clutter=c.clutter,
+        )
+        self.pretrain = _load_split(self.paths.pretrain)
+        self.pool = _load_split(self.paths.pool)
+        self.heldout = _load_split(self.paths.heldout)
+        self.test = _load_split(self.paths.test)
+        self.noise = noise_labels(self.paths.pool)  # evaluation only, never given to a scorer
+        self.timings["data_s"] = t()
+        self.results["data"] = read_manifest(self.paths.root)["counts"]
+        self.log(f"data: pool {len(self.pool)}, test {len(self.test)} ({self.timings['data_s']}s)")
+
+    def pretrain_models(self) -> None:
+        """Teach the proxy and the target to read digits from captions (all parameters train)."""
+        from ostselect.bench.models import ALL_PARAMS_REGEX, build_bench_model
+        from ostselect.bench.target import caption_accuracy, train_model
+        from ostselect.proxy import load_proxy
+
+        c = self.config
+        corpus = [t.content for s in (*self.pretrain, *self.pool, *self.heldout) for t in s.turns]
+        n_diag = min(100, len(self.pretrain) // 10)
+        train, diag = self.pretrain[n_diag:], self.pretrain[:n_diag]
+        self.results["pretrain"] = {}
+        for role, dims in (("proxy", c.proxy), ("target", c.target)):
+            t = _timer()
+            raw = build_bench_model(
+                self.out / "models" / f"{role}-random",
+                text=dims.text(),
+                vision=dims.vision(),
+                corpus=corpus,
+                seed=c.data_seed,
+                role=role,
+            )
+            model = load_proxy(raw, params=ALL_PARAMS_REGEX)
+            run = train_model(
+                model,
+                train,
+                lr=c.pretrain_lr,
+                batch_size=c.pretrain_batch_size,
+                epochs=c.pretrain_epochs,
+                seed=c.data_seed,
+            )
+            reading = caption_accuracy(model, diag) if diag else math.nan
+            folder = model.save(self.out / "models" / f"{role}-pretrained")
+            shutil.rmtree(raw)
+            n_params = sum(p.numel() for p in model.model.parameters())
+            self.results["pretrain"][role] = {
+                "parameters": n_params,
+                "steps": run.steps,
+                "first_loss": run.first_loss,
+                "last_loss": run.last_loss,
+                "caption_accuracy": reading,
+                "wall_s": t(),
+            }
+            setattr(self, f"{role}_dir", folder)
+            self.log(
+                f"pretrained {role} ({n_params:,} params): {run.steps} steps, loss "
+                f"{run.first_loss:.2f} -> {run.last_loss:.2f}, reads {reading:.0%} of captions "
+                f"({t()}s)"
+            )
+
+    def warm_up(self) -> None:
+        """Proxy checkpoints after each warm-up share of one pool epoch (0% = just pretrained)."""
+        from ostselect.proxy import load_proxy
+        from ostselect.proxy.warmup import WarmupConfig, warmup
+
+        c = self.config
+        self.checkpoints: dict[float, tuple[Path, float]] = {}
+        for frac in sorted({c.warmup_fraction, *c.ablation_fractions}):
+            if frac == 0:
+                self.checkpoints[frac] = (self.proxy_dir, 0.0)
+                continue
+            t = _timer()
+            proxy = load_proxy(self.proxy_dir, params="all")
+            cfg = WarmupConfig(
+                fraction=frac,
+                lr=c.warmup_lr,
+                batch_size=c.warmup_batch_size,
+                epochs=1,
+                seed=c.data_seed,
+            )
+            folder, _ = warmup(
+                proxy, self.pool, self.out / "models" / f"proxy-warm{pct(frac)}", cfg
+            )
+            self.checkpoints[frac] = (folder, t())
+            self.log(f"warm-up {pct(frac)}: {self.checkpoints[frac][1]}s")
+        self.timings["warmup_s"] = self.checkpoints[c.warmup_fraction][1]
+
+    def draw_anchors(self) -> None:
+        from ostselect.proxy.anchors import build_anchor_set, write_anchor_set
+
+        c = self.config
+        anchor_set = build_anchor_set(
+            self.heldout, c.n_anchors, stratify_by="category", seed=c.data_seed
+        )
+        self.anchors = anchor_set.samples
+        write_anchor_set(anchor_set, self.out / "anchors.jsonl")
+        self.results["anchors"] = {"size": len(self.anchors), "strata": anchor_set.strata}
+
+    def _score_ost(self, checkpoint: Path, mode: str, name: str) -> tuple[Path, float, Any]:
+        from ostselect.proxy import load_proxy
+        from ostselect.scores import read_provenance, write_scores
+        from ostselect.scoring import ScoreConfig, score
+
+        c = self.config
+        proxy = load_proxy(checkpoint, params="all")
+        config = ScoreConfig(
+            mode=mode,
+            optimizer=c.optimizer,
+            eta=c.eta,
+            batch_size=c.score_batch_size,
+            cutoff=min(c.fractions),
+            group_field="category",
+            seed=c.data_seed,
+        )
+        t = _timer()
+        table = score(self.pool, self.anchors, proxy, config)
+        wall = t()
+        path = write_scores(table, self.out / "scores" / f"{name}.parquet", read_provenance(table))
+        return path, wall, table
+
+    def score_pool(self) -> None:
+        """OST in every mode, then every baseline, all on the warmed-up proxy."""
+        from ostselect.baselines import run_baseline
+        from ostselect.proxy import load_proxy
+        from ostselect.scores import read_provenance, write_scores
+
+        c = self.config
+        main_ckpt, warm_s = self.checkpoints[c.warmup_fraction]
+        self.scorers: dict[str, dict[str, Any]] = {}
+        self.score_paths: dict[str, Path] = {}
+        for mode in c.modes:
+            name = f"ost-{mode}"
+            path, wall, table = self._score_ost(main_ckpt, mode, name)
+            self._record_scorer(name, path, wall, warm_s, table)
+            if mode == "exact":
+                by_kind: dict[str, list[float]] = {}
+                for sid, u in _utilities(table).items():
+                    by_kind.setdefault(self.noise[sid], []).append(u)
+                self.results["utility_by_noise"] = by_kind
+        proxy = load_proxy(main_ckpt, params="all")
+        for name in c.baselines:
+            t = _timer()
+            try:
+                table = run_baseline(name, self.pool, proxy=proxy, anchors=self.anchors)
+            except Exception as err:  # a broken baseline costs its row, not the run
+                self.scorers[name] = {"error": f"{type(err).__name__}: {err}"}
+                self.log(f"baseline {name} failed: {type(err).__name__}: {err}")
+                continue
+            wall = t()
+            path = write_scores(
+                table, self.out / "scores" / f"{name}.parquet", read_provenance(table)
+            )
+            uses_proxy = name not in ("random", "judge")
+            self._record_scorer(name, path, wall, warm_s if uses_proxy else 0.0, table)
+        for seed in c.seeds:
+            table = run_baseline("random", self.pool, seed=seed)
+            path = write_scores(
+                table, self.out / "scores" / f"random-seed{seed}.parquet", read_provenance(table)
+            )
+            self._record_scorer(f"random-seed{seed}", path, 0.0, 0.0, table)
+
+    def _record_scorer(self, name: str, path: Path, wall: float, warm: float, table: Any) -> None:
+        metrics = noise_metrics(_utilities(table), self.noise, self.config.fractions)
+        self.scorers[name] = {"scoring_s": wall, "warmup_s": warm, **metrics}
+        self.score_paths[name] = path
+        self.log(
+            f"scored {name}: {wall}s, noise AUROC {metrics['auroc']:.3f}, "
+            + ", ".join(f"P@{k} {v:.2f}" for k, v in metrics["precision_at"].items())
+        )
+
+    def subsets(self, seed: int) -> list[Subset]:
+        """Every row's data for one seed (only Random-k depends on the seed)."""
+        c = self.config
+        all_ids = [s.id for s in self.pool]
+        clean = [i for i in all_ids if self.noise[i] == CLEAN]
+        rows = [
+            Subset("Full-SFT", "full", 1.0, all_ids),
+            Subset("Clean-only (oracle)", "clean", len(clean) / len(all_ids), clean),
+        ]
+        for f in c.fractions:
+            rand = self.score_paths[f"random-seed{seed}"]
+            rows.append(Subset(f"Random {pct(f)}", "random", f, _top_ids(rand, self.pool, f)))
+            for name in (*(f"ost-{m}" for m in c.modes), *c.baselines):
+                if name not in self.score_paths:
+                    continue
+                info = self.scorers[name]
+                label = f"OST-{name[4:]}" if name.startswith("ost-") else name
+                rows.append(
+                    Subset(
+                        f"{label} {pct(f)}",
+                        name,
+                        f,
+                        _top_ids(self.score_paths[name], self.pool, f),
+                        selection_s=round(info["scoring_s"] + info["warmup_s"], 2),
+                    )
+                )
+        return rows
+
+    def train_and_evaluate(self, subset: Subset, protocol: str, seed: int) -> dict[str, Any]:
+        """Fine-tune a fresh copy of the pretrained target on `subset` and grade it on test."""
+        from ostselect.bench.models import ALL_PARAMS_REGEX
+        from ostselect.bench.target import evaluate, train_model
+        from ostselect.proxy import load_proxy
+
+        c = self.config
+        by_id = self.pool_by_id
+        samples = [by_id[i] for i in subset.ids]
+        target = load_proxy(self.target_dir, params=ALL_PARAMS_REGEX)
+        if protocol == "A":
+            run = train_model(
+                target,
+                samples,
+                lr=c.finetune_lr,
+                batch_size=c.finetune_batch_size,
+                epochs=c.epochs_a,
+                seed=seed,
+            )
+        else:
+            run = train_model(
+                target,
+                samples,
+                lr=c.finetune_lr,
+                batch_size=c.finetune_batch_size,
+                total_steps=self.steps_b,
+                seed=seed,
+            )
+        t = _timer()
+        acc, outputs = evaluate(
+            target, self.test, max_new_tokens=c.max_new_tokens, batch_size=c.eval_batch_size
+        )
+        return {
+            "row": subset.row,
+            "method": subset.method,
+            "fraction": subset.fraction,
+            "protocol": protocol,
+            "seed": seed,
+            "n_train": len(samples),
+            "noisy_share": sum(self.noise[i] != CLEAN for i in subset.ids) / len(subset.ids),
+            "accuracy": acc.overall,
+            "per_category": acc.per_category,
+            "unanswered": acc.n_unanswered / acc.n,
+            "steps": run.steps,
+            "train_s": round(run.wall_s, 2),
+            "eval_s": t(),
+            "selection_s": subset.selection_s,
+            "example_output": outputs[0] if outputs else "",
+        }
+
+    def run_rows(self) -> None:
+        c = self.config
+        self.pool_by_id = {s.id: s for s in self.pool}
+        self.steps_b = c.epochs_a * math.ceil(len(self.pool) / c.finetune_batch_size)
+        runs: list[dict[str, Any]] = []
+        for seed in c.seeds:
+            for subset in self.subsets(seed):
+                done: dict[str, dict[str, Any]] = {}
+                for protocol in PROTOCOLS:
+                    if subset.method == "full" and "A" in done:
+                        # Full-SFT under B trains exactly the steps it trains under A: same run.
+                        done[protocol] = {**done["A"], "protocol": protocol}
+                    else:
+                        done[protocol] = self.train_and_evaluate(subset, protocol, seed)
+                    r = done[protocol]
+                    runs.append(r)
+                    self.log(
+                        f"seed {seed} {protocol} {subset.row}: acc {r['accuracy']:.3f} "
+                        f"({r['steps']} steps, {r['train_s']}s train, {r['eval_s']}s eval)"
+                    )
+        self.results["runs"] = runs
+        self.results["protocol_b_steps"] = self.steps_b
+
+    def ablation(self) -> None:
+        """OST-exact at each warm-up checkpoint: noise AUROC and the OST-k% target under B."""
+        c = self.config
+        if not c.ablation_fractions:
+            self.results["ablation"] = []
+            return
+        fraction = min(c.fractions)
+        seeds = list(c.seeds[: max(1, c.ablation_seeds)])
+        rows = []
+        for frac in c.ablation_fractions:
+            ckpt, warm_s = self.checkpoints[frac]
+            if frac == c.warmup_fraction and "exact" in c.modes:
+                name = "ost-exact"
+            else:
+                name = f"ost-exact-warm{pct(frac)}"
+                path, wall, table = self._score_ost(ckpt, "exact", name)
+                self._record_scorer(name, path, wall, warm_s, table)
+            info = self.scorers[name]
+            ids = _top_ids(self.score_paths[name], self.pool, fraction)
+            subset = Subset(f"OST-exact {pct(fraction)} (warm-up {pct(frac)})", name, fraction, ids)
+            accs = []
+            for seed in seeds:
+                existing = [
+                    r
+                    for r in self.results["runs"]
+                    if r["method"] == name
+                    and r["protocol"] == "B"
+                    and r["seed"] == seed
+                    and r["fraction"] == fraction
+                ]
+                r = existing[0] if existing else self.train_and_evaluate(subset, "B", seed)
+                accs.append(r["accuracy"])
+            mean, std = mean_std(accs)
+            rows.append(
+                {
+                    "warmup": frac,
+                    "checkpoint": str(ckpt.relative_to(self.out)),
+                    "auroc": info["auroc"],
+                    "precision": info["precision_at"][pct(fraction)],
+                    "accuracy_mean": mean,
+                    "accuracy_std": std,
+                    "seeds": seeds,
+                    "fraction": fraction,
+                }
+            )
+            self.log(f"ablation warm-up {pct(frac)}: AUROC {info['auroc']:.3f}, acc {mean:.3f}")
+        self.results["ablation"] = rows
+
+    def report(self) -> None:
+        if not self.config.report or "ost-exact" not in self.score_paths:
+            return
+        from ostselect.report.build import build_report
+
+        try:
+            path = build_report(
+                self.score_paths["ost-exact"],
+                self.pool,
+                self.out / "report.html",
+                cutoff=pct(min(self.config.fractions)),
+            )
+            self.results["report"] = str(path.relative_to(self.out))
+        except Exception as err:  # the numbers matter more than the page
+            self.results["report_error"] = f"{type(err).__name__}: {err}"
+            self.log(f"report failed: {type(err).__name__}: {err}")
+
+
+def run_benchmark(config: BenchConfig, out_dir: str | Path, *, log: Log | None = None) -> dict:
+    """Run every stage and return the results (rows aggregated over seeds, see `bench.results`)."""
+    return BenchmarkRun(config, out_dir, log).run_all()

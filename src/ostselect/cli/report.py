@@ -1,0 +1,70 @@
+"""`ost report`: one self-contained HTML page (or Markdown + PNGs) about a scores table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ostselect.cli.common import console, fail
+
+HELP = (
+    "Write a report on a scores table over its pool: the utility histogram with the cutoff and "
+    "the toxic tail marked, utility vs own loss, per-stratum and per-anchor-group breakdowns, a "
+    "gallery of the top and bottom samples with their images, question, answer, utility and "
+    "rank, and the scores' provenance.\n\n"
+    "--format html (default) writes one self-contained file (images embedded, no network needed "
+    "to view it); --format md writes Markdown with its PNGs in <OUT stem>_files/.\n\n"
+    "Example:  ost report --pool data/pool.jsonl --scores runs/scores.parquet "
+    "--out runs/report.html --cutoff 20%"
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report", help=HELP)
+    def report(
+        pool: Path = typer.Option(..., "--pool", help="Pool file or `datasets` folder."),
+        scores: Path = typer.Option(..., "--scores", help="Scores Parquet (ost score/baseline)."),
+        out: Path = typer.Option(Path("report.html"), "--out", "-o", help="Report file."),
+        cutoff: str | None = typer.Option(
+            None, "--cutoff", help="Mark the would-be-kept top N or P% (e.g. 20%)."
+        ),
+        format: str = typer.Option("html", "--format", "-f", help="html or md."),
+        top_n: int = typer.Option(12, "--top-n", min=0, help="Gallery size, best samples."),
+        bottom_n: int = typer.Option(12, "--bottom-n", min=0, help="Gallery size, worst samples."),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="Folder that relative image paths are resolved against."
+        ),
+    ) -> None:
+        from pydantic import ValidationError
+
+        from ostselect.data import PoolError
+        from ostselect.report import build_report
+        from ostselect.select import SelectionPolicy
+
+        if format not in ("html", "md"):
+            fail(f"--format {format!r} is not known: use html or md")
+        if not pool.exists():
+            fail(f"--pool {pool} does not exist")
+        if not scores.exists():
+            fail(f"--scores {scores} does not exist: run `ost score` first")
+        if cutoff is not None:
+            try:
+                SelectionPolicy(top=cutoff)
+            except ValidationError:
+                fail(f"--cutoff {cutoff!r}: use a count like 5000 or a percentage like 20%")
+        try:
+            path = build_report(
+                scores,
+                pool,
+                out,
+                cutoff=cutoff,
+                top_n=top_n,
+                bottom_n=bottom_n,
+                format=format,
+                image_root=image_root,
+            )
+        except (PoolError, ValueError) as e:
+            fail(str(e))
+        size = path.stat().st_size
+        console.print(f"wrote {path} ({size / 1024:.0f} KiB)")

@@ -1,0 +1,136 @@
+"""`ost select`: apply a selection policy to a scores table; write the subset in its format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ostselect.cli.common import console, fail
+
+HELP = (
+    "Keep the most useful samples of POOL according to a scores table, without rescoring.\n\n"
+    "Limits combine: --top (a count or a percentage of the scored samples), --budget-tokens "
+    "(supervised tokens, greedy by utility), --drop-toxic (utility < 0), --min-utility. "
+    "--balance-by FIELD keeps per-stratum quotas (the pool's proportions, or --balance equal); "
+    "--dedup removes near-duplicates among the kept samples, keeping the higher utility.\n\n"
+    "Writes OUT/<pool file name> (the kept records, unchanged, in the pool's own format), "
+    "OUT/selection.json (counts, tokens, strata, thresholds, why each other sample was dropped, "
+    "the scores' provenance) and OUT/rejects.jsonl for unusable pool records. Refuses scores made "
+    "on another pool (missing ids, another pool fingerprint) unless --force.\n\n"
+    "Example:  ost select --pool data/pool.jsonl --scores runs/scores.parquet --out runs/top20 "
+    "--top 20% --drop-toxic"
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("select", help=HELP)
+    def select_cmd(
+        pool: Path = typer.Option(..., "--pool", help="Pool file or `datasets` folder."),
+        scores: Path = typer.Option(..., "--scores", help="Scores Parquet (ost score/baseline)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if needed)."),
+        top: str | None = typer.Option(None, "--top", help="Keep the top N or P% (e.g. 20%)."),
+        budget_tokens: int | None = typer.Option(
+            None, "--budget-tokens", min=0, help="Supervised-token budget for the subset."
+        ),
+        budget_fill: bool = typer.Option(
+            False,
+            "--budget-fill",
+            help="Skip samples that do not fit the budget and keep filling (default: stop).",
+        ),
+        drop_toxic: bool = typer.Option(False, "--drop-toxic", help="Drop utility < 0."),
+        min_utility: float | None = typer.Option(
+            None, "--min-utility", help="Drop samples below this utility."
+        ),
+        balance_by: str | None = typer.Option(
+            None, "--balance-by", help="Sample field that defines strata (e.g. category)."
+        ),
+        balance: str = typer.Option(
+            "proportional", "--balance", help="proportional (pool's shares) or equal."
+        ),
+        dedup: str = typer.Option("none", "--dedup", help="none, hash or embedding (MiniLM)."),
+        dedup_threshold: float = typer.Option(
+            0.95, "--dedup-threshold", help="Cosine similarity for --dedup embedding."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Select even if the scores were made on another pool."
+        ),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="Folder that relative image paths are resolved against."
+        ),
+    ) -> None:
+        from pydantic import ValidationError
+
+        from ostselect.data import PoolError, RejectsWriter, write_subset
+        from ostselect.select import ProvenanceMismatchError, SelectionPolicy, select
+
+        if not pool.exists():
+            fail(f"--pool {pool} does not exist")
+        if not scores.exists():
+            fail(f"--scores {scores} does not exist: run `ost score` first")
+        subset_path = out / pool.name
+        if subset_path.resolve() == pool.resolve():
+            fail(f"--out {out} would overwrite the pool itself: choose another folder")
+        try:
+            policy = SelectionPolicy(
+                top=top,
+                budget_tokens=budget_tokens,
+                budget_fill=budget_fill,
+                drop_toxic=drop_toxic,
+                min_utility=min_utility,
+                balance_by=balance_by,
+                balance=balance,
+                dedup=dedup,
+                dedup_threshold=dedup_threshold,
+            )
+        except ValidationError as e:
+            fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with RejectsWriter(out, stage="select") as rejects:
+                selection = select(
+                    scores, pool, policy, force=force, image_root=image_root, rejects=rejects
+                )
+        except ProvenanceMismatchError as e:
+            fail(str(e))
+        except (PoolError, RuntimeError, ValueError) as e:
+            fail(str(e))
+        written = write_subset(pool, selection.kept_ids, subset_path, image_root=image_root)
+        selection.write_json(out / "selection.json")
+        _print_summary(selection, written, subset_path, rejects.total)
+        image_base = image_root or (pool if pool.is_dir() else pool.parent)
+        if not pool.is_dir() and out.resolve() != image_base.resolve():
+            console.print(
+                f"note: kept records are unchanged, so relative image paths in them still resolve "
+                f"against {image_base}: read the subset with --image-root {image_base}"
+            )
+
+
+def _print_summary(selection, written: int, subset_path: Path, n_rejects: int) -> None:
+    from rich.table import Table
+
+    for w in selection.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    t = Table(title="selection", show_header=True, header_style="bold")
+    t.add_column("stratum")
+    t.add_column("pool", justify="right")
+    t.add_column("eligible", justify="right")
+    t.add_column("quota", justify="right")
+    t.add_column("kept", justify="right")
+    t.add_column("tokens kept", justify="right")
+    for name, c in selection.strata.items():
+        quota = "-" if c.quota is None else f"{c.quota:,}"
+        t.add_row(
+            name, f"{c.pool:,}", f"{c.eligible:,}", quota, f"{c.kept:,}", f"{c.tokens_kept:,}"
+        )
+    console.print(t)
+    for reason, n in sorted(selection.drop_counts.items(), key=lambda x: -x[1]):
+        console.print(f"  dropped {n:,}: {reason}")
+    cutoff = selection.thresholds["utility_cutoff"]
+    console.print(
+        f"kept [bold]{len(selection.kept_ids):,}[/] of {selection.n_pool:,} samples "
+        f"({selection.tokens_kept:,} of {selection.tokens_scored:,} tokens"
+        + (f", utility >= {cutoff:.4g}" if cutoff is not None else "")
+        + f") -> {subset_path} ({written:,} records)"
+        + (f"; {n_rejects:,} unusable pool records in rejects.jsonl" if n_rejects else "")
+    )

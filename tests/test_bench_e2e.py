@@ -1,0 +1,137 @@
+"""DigitMath phase 2: the protocol end to end on a miniature configuration, and its bookkeeping.
+
+The slow test runs every stage (data, pretraining, warm-up, anchors, OST in three modes, a baseline,
+selection, Protocols A and B over two seeds, the warm-up ablation, results files) on toy sizes; the
+accuracy it reaches is not meaningful, the plumbing and the invariants are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ostselect.bench.config import mini_config
+from ostselect.bench.results import aggregate_rows, markdown_table
+
+
+def _run(row, protocol, seed, acc, method="ost-exact", fraction=0.2):
+    return {
+        "row": row,
+        "method": method,
+        "fraction": fraction,
+        "protocol": protocol,
+        "seed": seed,
+        "n_train": 10,
+        "noisy_share": 0.1,
+        "accuracy": acc,
+        "per_category": {"add": acc, "read": 1.0},
+        "unanswered": 0.0,
+        "steps": 5,
+        "train_s": 2.0,
+        "selection_s": 3.0,
+    }
+
+
+def test_aggregate_rows_mean_and_std_over_seeds():
+    runs = [_run("OST 20%", "B", s, a) for s, a in enumerate((0.5, 0.7, 0.6))]
+    runs.append(_run("OST 20%", "A", 0, 0.4))
+    rows = {(r["row"], r["protocol"]): r for r in aggregate_rows(runs)}
+    b = rows[("OST 20%", "B")]
+    assert b["accuracy_mean"] == pytest.approx(0.6)
+    assert b["accuracy_std"] == pytest.approx(0.1)  # sample std (ddof=1) of 0.5, 0.7, 0.6
+    assert b["per_category"]["add"] == pytest.approx(0.6)
+    assert b["compute_s"] == pytest.approx(5.0)  # selection + training
+    assert rows[("OST 20%", "A")]["accuracy_std"] == 0.0
+
+
+def test_markdown_table_shows_both_protocols_and_scorer_metrics():
+    runs = [_run("OST-exact 20%", p, 0, a) for p, a in (("A", 0.25), ("B", 0.5))]
+    results = {
+        "rows": aggregate_rows(runs),
+        "scorers": {
+            "ost-exact": {
+                "scoring_s": 1.0,
+                "auroc": 0.8125,
+                "auroc_by_type": {"misread": 0.7},
+                "precision_at": {"20%": 0.95},
+            }
+        },
+    }
+    text = markdown_table(results)
+    line = next(x for x in text.splitlines() if x.startswith("| OST-exact 20%"))
+    assert "25.0 ± 0.0" in line and "50.0 ± 0.0" in line
+    assert "0.812" in line and "0.95" in line
+
+
+@pytest.mark.slow
+def test_mini_benchmark_end_to_end(tmp_path):
+    from ostselect.bench.demo import run_and_write
+    from ostselect.bench.noise import CLEAN
+    from ostselect.bench.protocol import BenchmarkRun
+
+    config = mini_config()
+    out = tmp_path / "results"
+    results, paths = run_and_write(config, out, work_dir=tmp_path / "work", command="test")
+
+    for key in ("json", "markdown", "accuracy_vs_fraction", "pareto", "utility_by_noise"):
+        assert paths[key].exists() and paths[key].stat().st_size > 0, key
+    saved = json.loads(paths["json"].read_text())
+    assert saved["config"]["n_pool"] == config.n_pool
+
+    rows = {(r["row"], r["protocol"]): r for r in results["rows"]}
+    expected = ["Full-SFT", "Clean-only (oracle)", "Random 50%", "OST-exact 50%"]
+    expected += ["OST-first-order 50%", "OST-hybrid 50%", "loss 50%"]
+    for row in expected:
+        for protocol in ("A", "B"):
+            r = rows[(row, protocol)]
+            assert 0.0 <= r["accuracy_mean"] <= 1.0
+            assert len(r["seeds"]) == len(config.seeds)
+    n_pool = config.n_pool
+    assert rows[("Clean-only (oracle)", "B")]["noisy_share"] == 0.0
+    assert rows[("Full-SFT", "A")]["noisy_share"] == pytest.approx(config.noise_rate, abs=0.02)
+    assert rows[("OST-exact 50%", "A")]["n_train"] == n_pool // 2
+    # Protocol B: every row trains Full-SFT's step count; A: fewer steps for a smaller subset.
+    full_steps = rows[("Full-SFT", "A")]["steps"]
+    assert results["protocol_b_steps"] == full_steps
+    assert rows[("OST-exact 50%", "B")]["steps"] == full_steps
+    assert rows[("OST-exact 50%", "A")]["steps"] < full_steps
+
+    for name in ("ost-exact", "ost-first-order", "ost-hybrid", "loss"):
+        s = results["scorers"][name]
+        assert 0.0 <= s["auroc"] <= 1.0 and not math.isnan(s["auroc"])
+        assert set(s["precision_at"]) == {"50%"}
+    assert [a["warmup"] for a in results["ablation"]] == list(config.ablation_fractions)
+    assert sum(len(v) for v in results["utility_by_noise"].values()) == n_pool
+
+    # The scorers' view of the pool carries no noise tag, answer or scan id.
+    run = BenchmarkRun(config, tmp_path / "again")
+    run.make_data()
+    assert all(set(s.extra) == {"category"} for s in run.pool)
+    assert {run.noise[s.id] for s in run.pool} > {CLEAN}
+    # Splits use disjoint digit scans and ids.
+    scans = [set(s.extra["scans"]) for s in (*run.heldout, *run.test)]
+    held = set().union(*scans[: len(run.heldout)])
+    test = set().union(*scans[len(run.heldout) :])
+    assert not held & test
+    assert not {s.id for s in run.pool} & {s.id for s in run.test}
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_are_deterministic(tmp_path):
+    """Same checkpoint, subset and seed -> the same steps, losses and generated text."""
+    from ostselect.bench.protocol import BenchmarkRun, Subset
+
+    config = mini_config()
+    run = BenchmarkRun(config, tmp_path)
+    run.make_data()
+    run.pretrain_models()
+    run.pool_by_id = {s.id: s for s in run.pool}
+    run.steps_b = 4
+    subset = Subset("x", "full", 1.0, [s.id for s in run.pool[:16]])
+    first = run.train_and_evaluate(subset, "B", seed=3)
+    second = run.train_and_evaluate(subset, "B", seed=3)
+    assert first["steps"] == second["steps"] == 4
+    for key in ("accuracy", "per_category", "example_output", "unanswered"):
+        assert first[key] == second[key], key
