@@ -109,13 +109,13 @@ def run_baseline(
 ) -> pa.Table:
     """Score a pool with one baseline; the table's metadata holds the provenance (with `cost`).
 
-    Row-wise baselines are fed in chunks of `chunk_size` (reporting each to `on_progress`);
-    pool-level ones (DEITA's diversity filter) see the whole pool at once.
+    Row-wise baselines are fed in chunks of `chunk_size` (or their larger `preferred_chunk`),
+    reporting each to `on_progress`; pool-level ones (DEITA's filter) see the whole pool at once.
     """
     samples = list(pool_samples)
     start = time.perf_counter()
     scorer = make_baseline(name, proxy=proxy, anchors=anchors, **options)
-    step = len(samples) if scorer.pool_level else max(1, chunk_size)
+    step = len(samples) if scorer.pool_level else max(1, chunk_size, scorer.preferred_chunk or 0)
     columns: dict[str, list[Any]] = {}
     for begin in range(0, len(samples), step or 1):
         chunk = samples[begin : begin + step]

@@ -51,6 +51,8 @@ class Baseline:
         False  # True when a row depends on the other samples (DEITA's diversity filter)
     )
 
+    preferred_chunk: int | None = None  # samples per `score_samples` call that amortise set-up
+
     def __init__(self) -> None:
         self.cost = CostMeter()
 

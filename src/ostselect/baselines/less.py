@@ -70,6 +70,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class LESSBaseline(Baseline):
     mode = "less"
+    preferred_chunk = 1024  # bigger groups amortise regenerating a large projection matrix
 
     def __init__(
         self,
@@ -90,6 +91,7 @@ class LESSBaseline(Baseline):
         self.batch_size = batch_size
         self.state = proxy.optimizer_state() if use_optimizer_state else None
         self.names = [n for n, _ in trainable_items(proxy)]
+        self._anchor_gradient: torch.Tensor | None = None
         self._anchor_feature: torch.Tensor | None = None
         self._projector: RademacherProjector | None = None
         self._moments: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -101,31 +103,44 @@ class LESSBaseline(Baseline):
             self._projector = RademacherProjector(vectors.shape[-1], self.dim, self.seed)
         return self._projector.project(vectors)
 
-    def anchor_feature(self) -> torch.Tensor:
-        if self._anchor_feature is None:
-            grad = mean_loss_gradient(self.proxy, self.anchors, self.cost, self.batch_size)
-            self._anchor_feature = self._project(grad[None])[0]
-        return self._anchor_feature
+    def anchor_gradient(self) -> torch.Tensor:
+        if self._anchor_gradient is None:
+            self._anchor_gradient = mean_loss_gradient(
+                self.proxy, self.anchors, self.cost, self.batch_size
+            )
+        return self._anchor_gradient
+
+    def _project_with_anchor(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Project candidate features; the first time, the anchor gradient rides along, so a
+        projection matrix too large to cache is generated once less."""
+        import torch
+
+        if self._anchor_feature is not None:
+            return self._project(torch.stack(features))
+        projected = self._project(torch.stack([self.anchor_gradient().double(), *features]))
+        self._anchor_feature = projected[0]
+        return projected[1:]
 
     def candidate_feature(self, grad: torch.Tensor) -> torch.Tensor:
         if self.state is None:
             return grad.double()
         if self._moments is None:
-            self._moments = flat_moments(self.state, self.names)
+            m, v = flat_moments(self.state, self.names)
+            self._moments = (m.to(grad.device), v.to(grad.device))
         return adam_direction(grad, *self._moments, self.state)
 
     def _score(self, samples: list[Sample]) -> dict[str, list[Any]]:
-        import torch
 
-        anchor = self.anchor_feature()
+        self.anchor_gradient()
         scores: list[float] = []
         losses: list[float] = []
         pending: list[torch.Tensor] = []
 
         def flush() -> None:
             if pending:
-                feats = self._project(torch.stack(pending))
-                scores.extend(cosine(feats, anchor).tolist())
+                feats = self._project_with_anchor(pending)
+                assert self._anchor_feature is not None
+                scores.extend(cosine(feats, self._anchor_feature).tolist())
                 pending.clear()
 
         for grad, loss in per_sample_gradients(self.proxy, samples, self.cost):

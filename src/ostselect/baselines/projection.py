@@ -55,10 +55,11 @@ class RademacherProjector:
                 f"expected vectors of length {self.input_dim}, got {vectors.shape[-1]}"
             )
         cached = self._blocks()
-        out = torch.zeros(vectors.shape[0], self.dim, dtype=torch.float64)
+        # Blocks come from a CPU generator (the same numbers on every device), then move.
+        out = torch.zeros(vectors.shape[0], self.dim, dtype=torch.float64, device=vectors.device)
         for i, start in enumerate(range(0, self.input_dim, self.block_rows)):
             rows = min(self.block_rows, self.input_dim - start)
             block = cached[i] if cached is not None else self._block(i, rows)
-            part = vectors[:, start : start + rows].to(torch.float32) @ block
+            part = vectors[:, start : start + rows].to(torch.float32) @ block.to(vectors.device)
             out += part.double()
         return out / math.sqrt(self.dim)
