@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pool-n", type=int, default=200, help="candidates for hybrid/first-order")
     ap.add_argument("--eta", type=float, default=1e-2)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--calibration", type=int, default=32, help="hybrid calibration sample")
+    ap.add_argument("--skip-naive", action="store_true", help="only sections 2 and 3")
     args = ap.parse_args(argv)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.arch}/{args.size}, "
@@ -104,8 +106,12 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\n[1] exact vs naive")
     for label, kw in (
-        ("all", {"params": "all"}),
-        ("lora top-half", {"params": "lora", "lora_layers": "top-half"}),
+        ()
+        if args.skip_naive
+        else (
+            ("all", {"params": "all"}),
+            ("lora top-half", {"params": "lora", "lora_layers": "top-half"}),
+        )
     ):
         proxy = load_proxy(folder, dtype=args.dtype, **kw)
         cands = make_samples(args.naive_n, "n", 2)
@@ -129,7 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     exact, t_exact = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="exact", **cfg)))
     hybrid, t_hybrid = timed(
         lambda: score(
-            pool, anchors, proxy, ScoreConfig(mode="hybrid", cutoff=0.2, calibration_size=32, **cfg)
+            pool,
+            anchors,
+            proxy,
+            ScoreConfig(mode="hybrid", cutoff=0.2, calibration_size=args.calibration, **cfg),
         )
     )
     fo, t_fo = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="first-order", **cfg)))

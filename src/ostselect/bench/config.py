@@ -70,9 +70,11 @@ class BenchConfig:
     target: ModelDims = field(
         default_factory=lambda: ModelDims(hidden=96, intermediate=192, layers=4)
     )
-    pretrain_epochs: int = 6
-    pretrain_lr: float = 3e-3
-    pretrain_batch_size: int = 16
+    vision_pretrain_epochs: int = 4  # digit classification per image token (the "encoder")
+    vision_pretrain_lr: float = 3e-3
+    pretrain_epochs: int = 6  # captions, every parameter trains
+    pretrain_lr: float = 1e-3
+    pretrain_batch_size: int = 8
     # proxy warm-up (language model only, AdamW + cosine over one pool epoch)
     warmup_fraction: float = 0.05
     warmup_lr: float = 1e-3

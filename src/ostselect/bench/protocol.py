@@ -150,6 +150,7 @@ class BenchmarkRun:
     def pretrain_models(self) -> None:
         """Teach the proxy and the target to read digits from captions (all parameters train)."""
         from ostselect.bench.models import ALL_PARAMS_REGEX, build_bench_model
+        from ostselect.bench.pretrain import pretrain_vision
         from ostselect.bench.target import caption_accuracy, train_model
         from ostselect.proxy import load_proxy
 
@@ -169,6 +170,13 @@ class BenchmarkRun:
                 role=role,
             )
             model = load_proxy(raw, params=ALL_PARAMS_REGEX)
+            vision = pretrain_vision(
+                model,
+                train,
+                epochs=c.vision_pretrain_epochs,
+                lr=c.vision_pretrain_lr,
+                seed=c.data_seed,
+            )
             run = train_model(
                 model,
                 train,
@@ -183,6 +191,7 @@ class BenchmarkRun:
             n_params = sum(p.numel() for p in model.model.parameters())
             self.results["pretrain"][role] = {
                 "parameters": n_params,
+                "vision": vision,
                 "steps": run.steps,
                 "first_loss": run.first_loss,
                 "last_loss": run.last_loss,

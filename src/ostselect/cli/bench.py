@@ -170,7 +170,7 @@ def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command
 def run_command(
     out: Path = typer.Option(Path("docs/results"), "--out", help="Where results go."),
     work_dir: Path | None = typer.Option(
-        None, "--work-dir", help="Data, checkpoints and scores (default: OUT/work)."
+        None, "--work-dir", help="Data, checkpoints and scores (default: runs/bench-PRESET)."
     ),
     preset: str = typer.Option("full", "--preset", help="full | demo | mini."),
     seeds: int | None = typer.Option(None, "--seeds", help="Number of seeds (0..n-1)."),
@@ -188,14 +188,14 @@ def run_command(
         "eta": eta,
     }
     command = "ost bench run " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "ost bench run"
-    _run(preset, out, work_dir, overrides, command)
+    _run(preset, out, work_dir or Path("runs") / f"bench-{preset}", overrides, command)
 
 
 def demo_command(
-    out: Path = typer.Option(Path("demo-results"), "--out", help="Where results go."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where results go."),
 ) -> None:
     """A reduced DigitMath benchmark (<= 10 minutes on 2 cores) that prints its results table."""
-    _run("demo", out, None, {}, "ost demo")
+    _run("demo", out, out / "work", {}, "ost demo")
 
 
 def register(app: typer.Typer) -> None:
