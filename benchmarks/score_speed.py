@@ -1,6 +1,6 @@
 """Scorer speed on a tiny offline proxy, printed as samples/s and ratios from one run.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/score_speed.py [--size small] [--arch llava]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/score_speed.py [--size small] [--arch llava]
 
 1. exact vs naive (100 anchors), params `all` and LoRA on the top half of the layers;
 2. hybrid vs exact on a larger pool, and whether the top-cutoff set and toxic flags are identical;
@@ -15,6 +15,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,19 +59,20 @@ def _png(seed: int) -> bytes:
 
 
 def make_samples(n: int, prefix: str, seed: int) -> list[Sample]:
+    return list(sample_stream(n, prefix, seed))
+
+
+def sample_stream(n: int, prefix: str, seed: int) -> Iterator[Sample]:
+    """The same samples as `make_samples`, generated one at a time (nothing held)."""
     rng = np.random.default_rng(seed)
-    out = []
     for i in range(n):
         question = " ".join(rng.choice(WORDS, int(rng.integers(4, 12))))
         answer = " ".join(rng.choice(WORDS, int(rng.integers(3, 20))))
-        out.append(
-            Sample(
-                id=f"{prefix}{i}",
-                turns=[Turn("user", "<image> " + question), Turn("assistant", answer)],
-                images=[ImageRef(data=_png(seed * 100_000 + i))],
-            )
+        yield Sample(
+            id=f"{prefix}{i}",
+            turns=[Turn("user", "<image> " + question), Turn("assistant", answer)],
+            images=[ImageRef(data=_png(seed * 100_000 + i))],
         )
-    return out
 
 
 def timed(fn):
@@ -94,8 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eta", type=float, default=1e-2)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--calibration", type=int, default=32, help="hybrid calibration sample")
-    ap.add_argument("--skip-naive", action="store_true", help="only sections 2 and 3")
+    ap.add_argument("--skip-naive", action="store_true", help="skip section 1")
+    ap.add_argument("--skip-hybrid", action="store_true", help="skip section 2 (exact on the pool)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (on a shared, loaded machine 2 threads ran small ops ~7x slower)",
+    )
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.arch}/{args.size}, "
         f"{args.dtype}, {args.anchors} anchors, SGD eta={args.eta}"
@@ -129,32 +139,36 @@ def main(argv: list[str] | None = None) -> None:
             f"max |diff| {diff.max():.2e} (max |u| {umax:.2e})"
         )
 
-    print(f"\n[2] hybrid vs exact ({args.pool_n} candidates, cutoff 20%, params lora top-half)")
     proxy = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")
     pool = make_samples(args.pool_n, "p", 3)
-    exact, t_exact = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="exact", **cfg)))
-    hybrid, t_hybrid = timed(
-        lambda: score(
-            pool,
-            anchors,
-            proxy,
-            ScoreConfig(mode="hybrid", cutoff=0.2, calibration_size=args.calibration, **cfg),
-        )
-    )
     fo, t_fo = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="first-order", **cfg)))
-    report = read_provenance(hybrid)["hybrid"]
-    same_top = top_set(hybrid, 0.2) == top_set(exact, 0.2)
-    same_toxic = hybrid.column("toxic").to_pylist() == exact.column("toxic").to_pylist()
-    fo_same = top_set(fo, 0.2) == top_set(exact, 0.2)
-    print(
-        f"  exact {args.pool_n / t_exact:7.2f} samples/s | hybrid {args.pool_n / t_hybrid:7.2f} "
-        f"samples/s | hybrid/exact {t_exact / t_hybrid:5.2f}x | re-scored {report['rescored']}"
-        f"/{args.pool_n} | calibration Spearman {report['calibration_spearman']:.4f}"
-    )
-    print(
-        f"  selection identical: top-20% {same_top}, toxic flags {same_toxic} "
-        f"(first-order alone: top-20% identical {fo_same})"
-    )
+    if not args.skip_hybrid:
+        print(f"\n[2] hybrid vs exact ({args.pool_n} candidates, cutoff 20%, params lora top-half)")
+        exact, t_exact = timed(
+            lambda: score(pool, anchors, proxy, ScoreConfig(mode="exact", **cfg))
+        )
+        hybrid, t_hybrid = timed(
+            lambda: score(
+                pool,
+                anchors,
+                proxy,
+                ScoreConfig(mode="hybrid", cutoff=0.2, calibration_size=args.calibration, **cfg),
+            )
+        )
+        report = read_provenance(hybrid)["hybrid"]
+        same_top = top_set(hybrid, 0.2) == top_set(exact, 0.2)
+        same_toxic = hybrid.column("toxic").to_pylist() == exact.column("toxic").to_pylist()
+        fo_same = top_set(fo, 0.2) == top_set(exact, 0.2)
+        print(
+            f"  exact {args.pool_n / t_exact:7.2f} samples/s | hybrid "
+            f"{args.pool_n / t_hybrid:7.2f} samples/s | hybrid/exact {t_exact / t_hybrid:5.2f}x | "
+            f"re-scored {report['rescored']}/{args.pool_n} | calibration Spearman "
+            f"{report['calibration_spearman']:.4f}"
+        )
+        print(
+            f"  selection identical: top-20% {same_top}, toxic flags {same_toxic} "
+            f"(first-order alone: top-20% identical {fo_same})"
+        )
 
     print("\n[3] first-order vs one training epoch over the same samples (lora top-half)")
     trainee = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")

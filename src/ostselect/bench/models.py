@@ -30,6 +30,44 @@ BENCH_QWEN_TEMPLATE = (
 )
 
 
+def digit_bpe_tokenizer(
+    texts: list[str],
+    special_tokens: tuple[str, ...],
+    *,
+    vocab_size: int,
+    bos: str | None,
+    eos: str,
+    pad: str,
+    chat_template: str,
+):
+    """A byte-level BPE like `proxy.tokenizer_build.train_bpe_tokenizer`, but with every digit its
+    own token, as the Qwen and Llama tokenizers do. A plain BPE on DigitMath merges "215" or "15"
+    into one token, which turns reading and arithmetic into memorising hundreds of number tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, padding_side="right"
+    )
+    fast.chat_template = chat_template
+    return fast
+
+
 def build_bench_model(
     out_dir: str | Path,
     *,
@@ -51,7 +89,6 @@ def build_bench_model(
 
     from ostselect.proxy.arches import SPECS, token_ids
     from ostselect.proxy.folder import write_meta
-    from ostselect.proxy.tokenizer_build import train_bpe_tokenizer
 
     spec = SPECS[arch]
     template = BENCH_QWEN_TEMPLATE if arch == "qwen2-vl" else spec.chat_template
@@ -59,7 +96,7 @@ def build_bench_model(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     text_dims = dict(text)
-    tokenizer = train_bpe_tokenizer(
+    tokenizer = digit_bpe_tokenizer(
         list(corpus),
         spec.special_tokens,
         vocab_size=text_dims["vocab"],

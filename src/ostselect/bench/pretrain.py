@@ -72,7 +72,7 @@ def pretrain_vision(
     visual.train()
     start = time.perf_counter()
     steps, correct, seen = 0, 0, 0
-    for epoch in range(epochs):
+    for _ in range(epochs):
         order = items[:]
         rng.shuffle(order)
         correct = seen = 0

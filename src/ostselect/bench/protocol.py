@@ -401,7 +401,10 @@ class BenchmarkRun:
         for seed in c.seeds:
             for subset in self.subsets(seed):
                 done: dict[str, dict[str, Any]] = {}
+                is_baseline = subset.method in c.baselines
                 for protocol in PROTOCOLS:
+                    if is_baseline and protocol not in c.baseline_protocols:
+                        continue
                     if subset.method == "full" and "A" in done:
                         # Full-SFT under B trains exactly the steps it trains under A: same run.
                         done[protocol] = {**done["A"], "protocol": protocol}

@@ -19,8 +19,19 @@ HELP = (
     "the warm-up state when the proxy folder has one, else SGD with --eta.\n\n"
     "Writes OUT (Parquet: id, utility, loss, tokens, rank, toxic, mode, status, utility[<group>]) "
     "with provenance in its metadata, and unusable samples to OUT's folder/rejects.jsonl.\n\n"
-    "Example:  ost score --proxy runs/proxy-warm --pool data/pool.jsonl "
-    "--anchors data/anchors.jsonl --out runs/scores.parquet --mode hybrid --cutoff 20%"
+    "The pool is scored in shards of --shard-size samples; finished shards are kept in "
+    "OUT.shards/ (hybrid: OUT.first-order.shards/ and OUT.exact.shards/), so a run that was "
+    "killed or pre-empted continues with --resume (refused if anything that changes the numbers "
+    "differs: proxy, anchors, pool, mode, eta, ...). --backend ray spreads the shards over a Ray "
+    "actor pool, one proxy per worker; results equal the local backend.\n\n"
+    "Examples:\n\n"
+    "  ost score --proxy runs/proxy-warm --pool data/pool.jsonl --anchors data/anchors.jsonl "
+    "--out runs/scores.parquet --mode hybrid --cutoff 20%\n\n"
+    "  ost score ... --out runs/scores.parquet --resume   (continue a killed run)\n\n"
+    "  ray start --head --num-gpus 8   (on the head node; `ray start --address HEAD:6379` on "
+    "the others), then:  ost score --proxy runs/proxy-warm --pool data/pool.jsonl --anchors "
+    "data/anchors.jsonl --out runs/scores.parquet --backend ray --address auto "
+    "--gpus-per-worker 1 --device cuda --resume"
 )
 
 
@@ -58,7 +69,30 @@ def register(app: typer.Typer) -> None:
         group_field: str | None = typer.Option(
             None, "--group-field", help="Anchor field for per-group utility columns."
         ),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(
+            0, "--seed", help="Seeds hybrid's calibration draw and a fresh LoRA's initialisation."
+        ),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="Folder relative image paths resolve against."
+        ),
+        resume: bool = typer.Option(
+            False, "--resume", help="Continue the finished shards of an earlier run into OUT."
+        ),
+        shard_size: int = typer.Option(
+            256, "--shard-size", min=1, help="Samples per shard (the unit of resume and of work)."
+        ),
+        backend: str = typer.Option("local", "--backend", help="local (this process) or ray."),
+        address: str | None = typer.Option(
+            None,
+            "--address",
+            help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray).",
+        ),
+        num_workers: int | None = typer.Option(
+            None, "--num-workers", min=1, help="Ray actors (default: one per CPU / per GPU share)."
+        ),
+        gpus_per_worker: float = typer.Option(
+            0.0, "--gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1 or 0.5)."
+        ),
     ) -> None:
         from pydantic import ValidationError
 
@@ -79,10 +113,24 @@ def register(app: typer.Typer) -> None:
             )
         except ValidationError as err:
             fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+        if backend not in ("local", "ray"):
+            fail(f"--backend must be local or ray, not {backend!r}")
+        if backend == "local" and (address or num_workers or gpus_per_worker):
+            fail("--address, --num-workers and --gpus-per-worker need --backend ray")
         for label, path in (("--proxy", proxy), ("--pool", pool), ("--anchors", anchors)):
             if not path.exists():
                 fail(f"{label} {path} does not exist")
-        _run(config, proxy, pool, anchors, out, params, lora_layers, _device(device))
+        if backend == "local":
+            _device(device)
+        engine = {
+            "resume": resume,
+            "shard_size": shard_size,
+            "backend": backend,
+            "address": address,
+            "num_workers": num_workers,
+            "gpus_per_worker": gpus_per_worker,
+        }
+        _run(config, proxy, pool, anchors, out, params, lora_layers, image_root, engine)
 
 
 def _run(
@@ -93,60 +141,114 @@ def _run(
     out: Path,
     params: str | None,
     lora_layers: str,
-    device: str,
+    image_root: Path | None,
+    engine: dict,
 ) -> None:
-    from ostselect.data import PoolError, RejectsWriter, count_records, iter_samples
-    from ostselect.proxy import load_proxy
-    from ostselect.scores import read_provenance, write_scores
-    from ostselect.scoring import score
+    from ostselect.data import PoolError, count_records, iter_samples
+    from ostselect.engine import StoreError
+    from ostselect.engine.ray_backend import ShardFailedError
+    from ostselect.scores import read_scores
+    from ostselect.scoring.engine_scorer import OSTScorerFactory, score_pool
 
-    console.print(f"loading proxy {proxy_dir} ({config.dtype}, {device})")
+    bad_anchors = []
     try:
-        model = load_proxy(
-            proxy_dir, dtype=config.dtype, device=device, params=params, lora_layers=lora_layers
+        n_anchors = sum(
+            1
+            for _ in iter_samples(
+                anchors, image_root=image_root, on_record=lambda r: _collect(r, bad_anchors)
+            )
         )
-    except (OSError, ValueError) as err:
-        fail(f"cannot load proxy {proxy_dir}: {err}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    except (PoolError, OSError) as err:
+        fail(f"cannot read --anchors {anchors}: {err}")
+    for r in bad_anchors[:5]:
+        console.print(f"[yellow]anchor skipped:[/] {r}")
+    if not n_anchors:
+        fail(f"--anchors {anchors} holds no usable sample")
+    factory = OSTScorerFactory(
+        proxy_dir=str(proxy_dir),
+        anchors_path=str(anchors),
+        config=config,
+        params=params,
+        lora_layers=lora_layers,
+        image_root=str(image_root) if image_root is not None else None,
+    )
     try:
         total = count_records(pool)
     except (PoolError, OSError):
         total = None
+    console.print(
+        f"scoring {pool} ({total if total is not None else '?'} records) with {proxy_dir}: "
+        f"{config.mode}, {config.dtype}, backend {engine['backend']}"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with RejectsWriter(out.parent, stage="score") as rejects, progress() as bar:
-        tasks: dict[str, int] = {}
-        done: dict[str, int] = {}
-
-        def tick(phase: str, n: int, phase_total: int | None) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=phase_total or total, rate="")
-                done[phase] = 0
-            done[phase] += n
-            rate = done[phase] / max(time.perf_counter() - started, 1e-9)
-            bar.update(tasks[phase], advance=n, rate=f"{rate:,.2f} samples/s")
-
+    with progress() as bar:
+        tick = _Ticker(bar, total)
         try:
-            anchor_samples = list(iter_samples(anchors, rejects=rejects))
-            table = score(pool, anchor_samples, model, config, progress=tick, on_reject=rejects.add)
+            score_pool(pool, factory, out, progress=tick, **engine)
+        except StoreError as err:
+            fail(str(err))
+        except ShardFailedError as err:
+            fail(str(err))
         except PoolError as err:
             fail(str(err))
-        except ValueError as err:
-            fail(str(err))
-    provenance = read_provenance(table)
-    provenance["proxy"] = str(proxy_dir)
-    write_scores(table, out, provenance)
+        except (OSError, ValueError, RuntimeError) as err:
+            fail(f"{type(err).__name__}: {err}")
+    scores = read_scores(out)
+    provenance = scores.provenance
     counts = provenance["counts"]
-    toxic = sum(table.column("toxic").to_pylist())
+    toxic = sum(scores.table.column("toxic").to_pylist())
+    resumed = provenance.get("engine", {}).get("shards_resumed", 0)
     console.print(
         f"[bold green]scored[/] {counts['ok']:,} of {counts['scored']:,} samples "
         f"({counts.get('nonfinite', 0)} non-finite, {counts.get('error', 0)} unreadable; "
-        f"{toxic:,} toxic) in {provenance['wall_time_s']:.1f}s -> {out}"
+        f"{toxic:,} toxic) in {time.perf_counter() - started:.1f}s"
+        + (f", {resumed} shard(s) resumed" if resumed else "")
+        + f" -> {out}"
     )
     if "hybrid" in provenance:
         h = provenance["hybrid"]
         console.print(
-            f"hybrid: {h['rescored']} re-scored exactly; calibration Spearman "
-            f"{h['calibration_spearman']:.4f} on {h['calibration_size']} samples"
+            f"hybrid: {h['rescored']} re-scored exactly in {h['rounds']} round(s); calibration "
+            f"Spearman {h['calibration_spearman']:.4f} on {h['calibration_size']} samples"
         )
-    if rejects.total:
-        console.print(f"{rejects.total} rejects -> {rejects.path}")
+    rejects = out.parent / "rejects.jsonl"
+    n_rejects = _count_lines(rejects)
+    if n_rejects:
+        console.print(f"{n_rejects} rejects -> {rejects}")
+
+
+def _collect(record, into: list) -> None:
+    from ostselect.data import Reject
+
+    if isinstance(record, Reject):
+        into.append(record)
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+class _Ticker:
+    """One progress task per pass (first-order, exact rounds): samples/s over scored ones, ETA."""
+
+    def __init__(self, bar, total: int | None) -> None:
+        self._bar = bar
+        self._total = total
+        self._tasks: dict[str, int] = {}
+        self._scored: dict[str, int] = {}
+        self._t0: dict[str, float] = {}
+
+    def __call__(self, label: str, n: int, resumed: bool) -> None:
+        if label not in self._tasks:
+            self._tasks[label] = self._bar.add_task(label, total=self._total, rate="")
+            self._scored[label] = 0
+            self._t0[label] = time.perf_counter()
+        if not resumed:
+            self._scored[label] += n
+        rate = self._scored[label] / max(time.perf_counter() - self._t0[label], 1e-9)
+        note = " (resumed shards skipped)" if resumed else ""
+        self._bar.update(self._tasks[label], advance=n, rate=f"{rate:,.2f} samples/s{note}")

@@ -26,6 +26,10 @@ MISSING_IMAGE = "missing_image"
 BAD_IMAGE = "bad_image"
 DUPLICATE_ID = "duplicate_id"
 TOO_LONG = "too_long"
+# Scoring: the sample stays in the scores table (utility NaN, `status` says why) and is listed here.
+SCORE_PREPARE_FAILED = "score_prepare_failed"
+SCORE_NONFINITE = "score_nonfinite"
+SCORE_OOM = "score_oom"
 
 REJECT_CODES: dict[str, str] = {
     BAD_JSON: "unparseable JSON",
@@ -38,6 +42,9 @@ REJECT_CODES: dict[str, str] = {
     BAD_IMAGE: "image does not decode",
     DUPLICATE_ID: "duplicate id (first one kept)",
     TOO_LONG: "longer than the set maximum",
+    SCORE_PREPARE_FAILED: "the proxy could not prepare the sample for scoring",
+    SCORE_NONFINITE: "non-finite loss, gradient or utility while scoring",
+    SCORE_OOM: "out of memory even when scored alone",
 }
 
 

@@ -80,11 +80,13 @@ def run_scoring(
     image_root: str | Path | None = None,
     fingerprint: Mapping[str, Any],
     progress: bool = True,
+    on_progress: Callable[[int, bool], None] | None = None,
 ) -> pa.Table:
     """Score every valid sample of `pool_path` into the scores table at `out_path` (also returned).
 
     `fingerprint` says how the scores are made (proxy hash, anchor hash, pool fingerprint, mode,
     config); `resume=True` continues `<out>.shards/` only under an identical fingerprint.
+    `on_progress(n_samples, resumed)` is called per shard, for callers that draw their own bar.
     """
     if shard_size < 1 or batch_size < 1:
         raise ValueError("shard_size and batch_size must be at least 1")
@@ -122,11 +124,16 @@ def run_scoring(
         def on_skip(shard: Shard) -> None:
             if bar is not None:
                 bar.advance(len(shard.samples), skipped=True)
+            if on_progress is not None:
+                on_progress(len(shard.samples), True)
 
         def on_result(result: ShardResult) -> None:
             store.write_shard(result)
+            n = len(result.columns["id"]) + len(result.rejects)
             if bar is not None:
-                bar.advance(len(result.columns["id"]) + len(result.rejects))
+                bar.advance(n)
+            if on_progress is not None:
+                on_progress(n, False)
 
         feed = _ShardFeed(shards, store, on_skip)
         runner.run(feed, on_result)

@@ -9,6 +9,7 @@ the plain HF forward that tests and the naive scorer compare against.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,18 @@ def causal_padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> tor
     return zeros.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+@dataclass
+class RowSpec:
+    """How to rebuild a one-sample `Prepared` from a row of `Proxy.per_sample_rows`."""
+
+    kw_template: dict[str, Any]
+    kw_slots: list[tuple[str, int | None]]  # (layer kwarg, tuple index) of each extra tensor
+    kw_dims: list[int | None]  # where that tensor's batch dimension goes back (None: shared)
+    start_layer: int
+    embed_trainable: bool
+    batch: Batch
+
+
 class _LossTail(nn.Module):
     """Holds the model as a submodule so `functional_call` can swap its parameters."""
 
@@ -113,6 +126,7 @@ class Proxy:
         self._optimizer_state = optimizer_state
         self.model.eval()  # scoring never uses dropout
         self._tail = _LossTail(self)
+        self._lora_cache: list[tuple[str, nn.Module, str]] | None = None
 
     # ---- structure -------------------------------------------------------------------------
     @property
@@ -278,8 +292,198 @@ class Proxy:
         """[B] mean cross-entropy over each sample's assistant tokens (the frozen prefix reused)."""
         if params is None:
             return self._tail_loss(prepared)
+        if not torch.is_grad_enabled():  # evaluation only (the exact scorer's anchor passes)
+            return self._evaluate(prepared, params)
         swapped = {f"model.{k}": v for k, v in params.items()}
         return torch.func.functional_call(self._tail, swapped, (prepared,), strict=False)
+
+    def _evaluate(self, prepared: Prepared, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The same function as the differentiable path, computed the cheapest exact way:
+        LoRA folded into the base weights (W + s*B@A, no side branch per call), and fused SDPA
+        attention unless the model runs in float64 (HF's eager softmax is float32 anyway;
+        float64 keeps eager so it matches the naive reference to ~1e-12)."""
+        merged = self._merged_lora(params)
+        swapped = {f"model.{k}": v for k, v in (merged or params).items()}
+        with contextlib.ExitStack() as stack:
+            if merged is not None:
+                stack.enter_context(self._lora_branches_off())
+            if self.dtype != torch.float64 and prepared.hidden is not None:
+                stack.enter_context(self._attention("sdpa"))
+            return torch.func.functional_call(self._tail, swapped, (prepared,), strict=False)
+
+    @contextlib.contextmanager
+    def _attention(self, implementation: str):
+        """Temporarily switch the language model's attention kernel (config-driven in HF)."""
+        text = find_text_model(self.hf_model)
+        configs = {id(c): c for m in text.layers.modules() if (c := getattr(m, "config", None))}
+        saved = {k: c._attn_implementation for k, c in configs.items()}
+        try:
+            for c in configs.values():
+                c._attn_implementation = implementation
+            yield
+        finally:
+            for k, c in configs.items():
+                c._attn_implementation = saved[k]
+
+    def per_sample_gradients(
+        self, prepared: Prepared, params: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """([B] losses, {name: [B, ...]}) in one `vmap(grad)` pass over the prepared batch.
+
+        Each sample is its own batch of one inside the vmap (its padded row, its supervised
+        positions padded to the batch's longest with weight 0), so a gradient is that of the
+        sample's own loss; padding is masked exactly as in the one-sample case.
+        """
+        rows, spec = self.per_sample_rows(prepared)
+
+        def one(p, *row):
+            loss = self.row_loss(p, row, spec)
+            return loss, loss.detach()
+
+        grad_fn = torch.func.grad(one, argnums=0, has_aux=True)
+        with torch.enable_grad():
+            grads, losses = torch.func.vmap(grad_fn, in_dims=(None, *[0] * len(rows)))(
+                dict(params), *rows
+            )
+        return losses, grads
+
+    def per_sample_rows(self, prepared: Prepared) -> tuple[tuple[torch.Tensor, ...], RowSpec]:
+        """The prepared batch as flat tensors with the sample on dim 0 (what `vmap` or a
+        `TensorDataset` slices); `row_loss(params, row, spec)` is one sample's loss."""
+        if prepared.hidden is None:
+            raise NotImplementedError("trainable weights outside the language model")
+        b = len(prepared)
+        n_max = int(prepared.counts.max())
+        sup_pos = torch.zeros(b, n_max, dtype=torch.long, device=prepared.sup_pos.device)
+        targets = torch.zeros_like(sup_pos)
+        weights = torch.zeros(b, n_max, dtype=prepared.weights.dtype, device=sup_pos.device)
+        slot = torch.zeros_like(prepared.sup_batch)
+        for i in range(b):  # the k-th supervised position of sample i goes to column k
+            where = (prepared.sup_batch == i).nonzero(as_tuple=True)[0]
+            slot[where] = torch.arange(where.numel(), device=where.device)
+        sup_pos[prepared.sup_batch, slot] = prepared.sup_pos
+        targets[prepared.sup_batch, slot] = prepared.targets
+        weights[prepared.sup_batch, slot] = 1.0 / prepared.counts[prepared.sup_batch].to(
+            weights.dtype
+        )
+        names, dims, extra = [], [], []
+        for k, v in prepared.layer_kwargs.items():
+            for j, t in enumerate(v) if isinstance(v, tuple | list) else [(None, v)]:
+                if not isinstance(t, torch.Tensor):
+                    continue
+                dim = _batch_dim(t, b)
+                names.append((k, j))
+                dims.append(dim)
+                extra.append(t.movedim(dim, 0) if dim is not None else t.expand(b, *t.shape))
+        spec = RowSpec(
+            kw_template=prepared.layer_kwargs,
+            kw_slots=names,
+            kw_dims=dims,
+            start_layer=prepared.start_layer,
+            embed_trainable=prepared.embed_trainable,
+            batch=prepared.batch,
+        )
+        rows = (
+            prepared.hidden,
+            prepared.attention_mask,
+            prepared.input_ids,
+            prepared.image_mask,
+            sup_pos,
+            targets,
+            weights,
+            *extra,
+        )
+        return rows, spec
+
+    def row_loss(
+        self, params: Mapping[str, torch.Tensor], row: Sequence[torch.Tensor], spec: RowSpec
+    ) -> torch.Tensor:
+        """One sample's loss from a row of `per_sample_rows` (sample dimension removed)."""
+        hidden, mask, ids, image_mask, pos, tgt, w, *extra = row
+        kwargs = {
+            k: list(v) if isinstance(v, tuple | list) else v for k, v in spec.kw_template.items()
+        }
+        for (k, j), dim, t in zip(spec.kw_slots, spec.kw_dims, extra, strict=True):
+            one = t.unsqueeze(0).movedim(0, dim) if dim is not None else t
+            if j is None:
+                kwargs[k] = one
+            else:
+                kwargs[k][j] = one
+        kwargs = {
+            k: tuple(v) if isinstance(spec.kw_template[k], tuple) else v for k, v in kwargs.items()
+        }
+        single = Prepared(
+            batch=spec.batch,
+            hidden=hidden[None],
+            layer_kwargs=kwargs,
+            attention_mask=mask[None],
+            input_ids=ids[None],
+            image_mask=image_mask[None],
+            sup_batch=torch.zeros_like(pos),
+            sup_pos=pos,
+            targets=tgt,
+            weights=w[None],
+            counts=(w > 0).sum()[None],
+            start_layer=spec.start_layer,
+            embed_trainable=spec.embed_trainable,
+        )
+        return self.per_sample_loss(single, params)[0]
+
+    # ---- LoRA merged into the base weights (exact; removes the side branch per call) ----------
+    def _lora_layers(self) -> list[tuple[str, nn.Module, str]]:
+        """(module name, LoRA layer, adapter) for every mergeable LoRA linear; [] if any is not."""
+        if self._lora_cache is not None:
+            return self._lora_cache
+        out: list[tuple[str, nn.Module, str]] = []
+        try:
+            from peft.tuners.lora import LoraLayer
+        except ImportError:  # pragma: no cover - peft is a dependency
+            LoraLayer = ()
+        for name, mod in self.model.named_modules():
+            if not isinstance(mod, LoraLayer):
+                continue
+            active = list(getattr(mod, "active_adapters", []))
+            mergeable = (
+                len(active) == 1
+                and isinstance(mod.base_layer, nn.Linear)
+                and not getattr(mod, "fan_in_fan_out", False)
+                and not mod.merged
+                and active[0] in mod.lora_A
+                and active[0] not in getattr(mod, "lora_variant", {})  # DoRA etc.
+            )
+            if not mergeable:
+                out = []
+                break
+            out.append((name, mod, active[0]))
+        self._lora_cache = out
+        return out
+
+    def _merged_lora(self, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """`params` with each LoRA pair folded into its base weight, or None when not possible."""
+        layers = self._lora_layers()
+        if not layers:
+            return None
+        merged = dict(params)
+        for name, mod, adapter in layers:
+            a_key = f"{name}.lora_A.{adapter}.weight"
+            b_key = f"{name}.lora_B.{adapter}.weight"
+            if a_key not in params or b_key not in params:
+                return None
+            delta = (params[b_key] @ params[a_key]) * mod.scaling[adapter]
+            merged[f"{name}.base_layer.weight"] = mod.base_layer.weight + delta
+        return merged
+
+    @contextlib.contextmanager
+    def _lora_branches_off(self):
+        layers = self._lora_layers()
+        flags = [mod._disable_adapters for _, mod, _ in layers]
+        try:
+            for _, mod, _ in layers:
+                mod._disable_adapters = True
+            yield
+        finally:
+            for (_, mod, _), flag in zip(layers, flags, strict=True):
+                mod._disable_adapters = flag
 
     def _tail_loss(self, prepared: Prepared) -> torch.Tensor:
         if prepared.hidden is None:  # something outside the LM trains: full forward
@@ -336,6 +540,17 @@ class Proxy:
         from ostselect.proxy.persist import save_proxy
 
         return save_proxy(self, out_dir, optimizer_state, metadata)
+
+
+def _batch_dim(value: torch.Tensor, batch: int) -> int | None:
+    """Batch dimension of a cached layer argument: position ids [..., B, L], rotary cos/sin
+    [..., B, L, D]; a size-1 batch dimension is shared (None)."""
+    dim = value.ndim - 3 if value.is_floating_point() else value.ndim - 2
+    if dim < 0 or value.shape[dim] == 1:
+        return None
+    if value.shape[dim] != batch:
+        raise NotImplementedError(f"cannot find the batch dimension of a {tuple(value.shape)}")
+    return dim
 
 
 def masked_per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,11 @@ def anchor_hash(samples: Iterable[Sample]) -> str:
     return h.hexdigest()
 
 
+def _length_hint(sample: Sample) -> int:
+    """Rough token length (characters, images counted as a block) for grouping anchors."""
+    return sum(len(t.content) for t in sample.turns) + 64 * len(sample.images)
+
+
 class AnchorSet:
     """Anchors prepared in chunks of `batch_size`; optional groups from `extra[group_field]`."""
 
@@ -49,10 +54,15 @@ class AnchorSet:
             for i, s in enumerate(self.samples):
                 if group_field in s.extra and s.extra[group_field] is not None:
                     self.groups.setdefault(str(s.extra[group_field]), []).append(i)
+        # Chunks hold anchors of similar length (less padding: every candidate step pays for it).
+        self.order = sorted(range(len(self.samples)), key=lambda i: _length_hint(self.samples[i]))
+        ordered = [self.samples[i] for i in self.order]
         self.sample_chunks = [
-            self.samples[i : i + batch_size] for i in range(0, len(self.samples), batch_size)
+            ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)
         ]
         self.chunks: list[Any] = [self._prepare(chunk) for chunk in self.sample_chunks]
+        self._unsort = torch.empty(len(self.order), dtype=torch.long)
+        self._unsort[torch.tensor(self.order)] = torch.arange(len(self.order))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -71,12 +81,15 @@ class AnchorSet:
                     ) from err
             raise
 
+    def _in_input_order(self, chunked: torch.Tensor) -> torch.Tensor:
+        return chunked[self._unsort.to(chunked.device)]
+
     def losses(self, params: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         """[n_anchors] per-sample losses at `params` (None: the live parameters), without grad."""
         with torch.no_grad():
             out = torch.cat([self.proxy.per_sample_loss(c, params) for c in self.chunks])
         self.counter.forward += len(self.samples)
-        return out
+        return self._in_input_order(out)
 
     def reference_losses(self) -> torch.Tensor:
         """[n_anchors] losses at the live parameters through the proxy's plain full forward
@@ -87,7 +100,7 @@ class AnchorSet:
         with torch.no_grad():
             out = torch.cat([reference(chunk) for chunk in self.sample_chunks])
         self.counter.forward += len(self.samples)
-        return out
+        return self._in_input_order(out)
 
     def value(
         self, params: Mapping[str, torch.Tensor] | None, *, reference: bool = False
@@ -111,9 +124,10 @@ class AnchorSet:
                 losses = self.proxy.per_sample_loss(chunk, leaves)
             n = losses.shape[0]
             weights = [(total, torch.full((n,), 1.0 / len(self.samples), dtype=losses.dtype))]
+            chunk_of = {orig: j for j, orig in enumerate(self.order[start : start + n])}
             for g, idx in self.groups.items():
                 w = torch.zeros(n, dtype=losses.dtype)
-                members = [i - start for i in idx if start <= i < start + n]
+                members = [chunk_of[i] for i in idx if i in chunk_of]
                 if members:
                     w[members] = 1.0 / len(idx)
                     weights.append((per_group[g], w))
