@@ -102,3 +102,21 @@ def test_optimizer_state_must_match_selection(folder, tmp_path):
     bad.exp_avg.pop(next(iter(bad.exp_avg)))
     with pytest.raises(ValueError, match="keyed by the trainable"):
         proxy.save(tmp_path / "t", optimizer_state=bad)
+
+
+def test_fresh_lora_is_the_same_on_every_load(folder):
+    """Workers and resumed runs load the folder independently: they must score the same theta."""
+    torch.manual_seed(1)
+    first = load_proxy(folder, params="lora").trainable_parameters()
+    torch.manual_seed(2)
+    second = load_proxy(folder, params="lora").trainable_parameters()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_lora_init_leaves_the_global_rng_alone(folder):
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    load_proxy(folder, params="lora")
+    assert torch.equal(torch.rand(4), expected)

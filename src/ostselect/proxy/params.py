@@ -86,8 +86,16 @@ def select_regex(model, pattern: str) -> None:
         raise ValueError(f"--params regex {pattern!r} matches no parameter name")
 
 
+LORA_INIT_SEED = 0
+
+
 def apply_lora(model, spec: ParamsSpec):
-    """Wrap `model` in a fresh peft LoRA on the LM's decoder layers (dropout 0: exact scores)."""
+    """Wrap `model` in a fresh peft LoRA on the LM's decoder layers (dropout 0: exact scores).
+
+    The fresh A matrices are drawn from a fixed seed (without touching the global RNG), so every
+    load of the same folder (each Ray worker, each resumed run) scores with the same parameters.
+    """
+    import torch
     from peft import LoraConfig, get_peft_model
 
     text = find_text_model(model)
@@ -109,4 +117,6 @@ def apply_lora(model, spec: ParamsSpec):
         target_modules=regex,
         bias="none",
     )
-    return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(LORA_INIT_SEED)
+        return get_peft_model(model, config)
