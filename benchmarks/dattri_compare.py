@@ -13,7 +13,6 @@ Needs `pip install --no-deps dattri` (its base imports need only numpy/scipy/tqd
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # dattri's progress bars would drown the output
 sys.path.insert(0, str(Path(__file__).parent))
 from ostselect.proxy import build_tiny_proxy, load_proxy
 from ostselect.scoring import ScoreConfig, score
@@ -30,10 +28,12 @@ from score_speed import make_samples
 
 
 def dattri_grad_dot(proxy, pool, anchors, eta: float, batch_size: int) -> np.ndarray:
+    import dattri.algorithm.tracin as tracin_module
     from dattri.algorithm.tracin import TracInAttributor
     from dattri.task import AttributionTask
     from torch.utils.data import DataLoader, TensorDataset
 
+    tracin_module.tqdm = lambda iterable, **_: iterable  # its progress bars drown the output
     names = list(proxy.trainable_parameters())
     with torch.no_grad():
         pool_rows, spec = proxy.per_sample_rows(proxy.prepare(pool))

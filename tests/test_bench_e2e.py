@@ -135,3 +135,14 @@ def test_training_and_evaluation_are_deterministic(tmp_path):
     assert first["steps"] == second["steps"] == 4
     for key in ("accuracy", "per_category", "example_output", "unanswered"):
         assert first[key] == second[key], key
+
+    # A second run over the same folder and settings reuses the pretrained checkpoints...
+    again = BenchmarkRun(config, tmp_path)
+    again.make_data()
+    again.pretrain_models()
+    assert again.results["pretrain"]["target"]["reused"] is True
+    # ...and different pretraining settings do not.
+    changed = BenchmarkRun(config.with_overrides(pretrain_lr=5e-4), tmp_path)
+    changed.make_data()
+    changed.pretrain_models()
+    assert "reused" not in changed.results["pretrain"]["target"]

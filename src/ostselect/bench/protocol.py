@@ -15,6 +15,7 @@ messages, image, category); the hidden noise tags are read only by the evaluatio
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -41,6 +42,32 @@ class Subset:
     fraction: float
     ids: list[str]
     selection_s: float = 0.0
+
+
+PRETRAIN_RECORD = "bench_pretrain.json"
+# The settings that determine a pretrained checkpoint; another run with the same values reuses it.
+PRETRAIN_FIELDS = (
+    "n_pool",
+    "n_heldout",
+    "n_test",
+    "n_pretrain",
+    "noise_rate",
+    "noise_mix",
+    "clutter",
+    "data_seed",
+    "vision_pretrain_epochs",
+    "vision_pretrain_lr",
+    "pretrain_epochs",
+    "pretrain_lr",
+    "pretrain_batch_size",
+    "threads",
+)
+
+
+def pretrain_key(config: BenchConfig, role: str) -> dict[str, Any]:
+    """What a pretrained `role` model depends on (the tokenizer corpus includes the pool)."""
+    d = config.to_json()
+    return {"role": role, "dims": d[role], **{k: d[k] for k in PRETRAIN_FIELDS}}
 
 
 def pct(fraction: float) -> str:
@@ -98,6 +125,9 @@ class BenchmarkRun:
         from ostselect.bench.results import aggregate_rows
 
         torch.set_num_threads(self.config.threads)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per row drowns the log
         self.out.mkdir(parents=True, exist_ok=True)
         total = _timer()
         stages = (
@@ -160,6 +190,16 @@ class BenchmarkRun:
         train, diag = self.pretrain[n_diag:], self.pretrain[:n_diag]
         self.results["pretrain"] = {}
         for role, dims in (("proxy", c.proxy), ("target", c.target)):
+            key = pretrain_key(c, role)
+            folder = self.out / "models" / f"{role}-pretrained"
+            record = folder / PRETRAIN_RECORD
+            if record.is_file():
+                saved = json.loads(record.read_text())
+                if saved.get("key") == key:  # the same deterministic stage already ran here
+                    self.results["pretrain"][role] = {**saved["result"], "reused": True}
+                    setattr(self, f"{role}_dir", folder)
+                    self.log(f"pretrained {role}: reusing {folder} (same data and settings)")
+                    continue
             t = _timer()
             raw = build_bench_model(
                 self.out / "models" / f"{role}-random",
@@ -198,6 +238,9 @@ class BenchmarkRun:
                 "caption_accuracy": reading,
                 "wall_s": t(),
             }
+            record.write_text(
+                json.dumps({"key": key, "result": self.results["pretrain"][role]}, indent=1)
+            )
             setattr(self, f"{role}_dir", folder)
             self.log(
                 f"pretrained {role} ({n_params:,} params): {run.steps} steps, loss "
@@ -259,11 +302,46 @@ class BenchmarkRun:
             group_field="category",
             seed=c.data_seed,
         )
+        key = self.scores_key(name, checkpoint)
+        cached = self._cached_scores(name, key)
+        if cached is not None:
+            return cached
         t = _timer()
         table = score(self.pool, self.anchors, proxy, config)
         wall = t()
         path = write_scores(table, self.out / "scores" / f"{name}.parquet", read_provenance(table))
+        self._remember_scores(name, key, wall)
         return path, wall, table
+
+    def scores_key(self, name: str, checkpoint: Path) -> dict[str, Any]:
+        """What a scores file depends on; a later run with the same key reuses the file."""
+        c = self.config.to_json()
+        fields = ("warmup_lr", "warmup_batch_size", "n_anchors", "optimizer", "eta")
+        return {
+            "scorer": name,
+            "checkpoint": str(checkpoint.relative_to(self.out)),
+            "proxy": pretrain_key(self.config, "proxy"),
+            "cutoff": min(self.config.fractions),
+            "score_batch_size": c["score_batch_size"],
+            **{k: c[k] for k in fields},
+        }
+
+    def _cached_scores(self, name: str, key: dict[str, Any]) -> tuple[Path, float, Any] | None:
+        import pyarrow.parquet as pq
+
+        path = self.out / "scores" / f"{name}.parquet"
+        record = path.with_suffix(".key.json")
+        if not (path.is_file() and record.is_file()):
+            return None
+        saved = json.loads(record.read_text())
+        if saved.get("key") != key:
+            return None
+        self.log(f"scores {name}: reusing {path} (same proxy, anchors and settings)")
+        return path, float(saved["wall_s"]), pq.read_table(path)
+
+    def _remember_scores(self, name: str, key: dict[str, Any], wall: float) -> None:
+        record = self.out / "scores" / f"{name}.key.json"
+        record.write_text(json.dumps({"key": key, "wall_s": wall}, indent=1))
 
     def score_pool(self) -> None:
         """OST in every mode, then every baseline, all on the warmed-up proxy."""
@@ -286,17 +364,23 @@ class BenchmarkRun:
                 self.results["utility_by_noise"] = by_kind
         proxy = load_proxy(main_ckpt, params="all")
         for name in c.baselines:
-            t = _timer()
-            try:
-                table = run_baseline(name, self.pool, proxy=proxy, anchors=self.anchors)
-            except Exception as err:  # a broken baseline costs its row, not the run
-                self.scorers[name] = {"error": f"{type(err).__name__}: {err}"}
-                self.log(f"baseline {name} failed: {type(err).__name__}: {err}")
-                continue
-            wall = t()
-            path = write_scores(
-                table, self.out / "scores" / f"{name}.parquet", read_provenance(table)
-            )
+            key = self.scores_key(name, main_ckpt)
+            cached = self._cached_scores(name, key)
+            if cached is not None:
+                path, wall, table = cached
+            else:
+                t = _timer()
+                try:
+                    table = run_baseline(name, self.pool, proxy=proxy, anchors=self.anchors)
+                except Exception as err:  # a broken baseline costs its row, not the run
+                    self.scorers[name] = {"error": f"{type(err).__name__}: {err}"}
+                    self.log(f"baseline {name} failed: {type(err).__name__}: {err}")
+                    continue
+                wall = t()
+                path = write_scores(
+                    table, self.out / "scores" / f"{name}.parquet", read_provenance(table)
+                )
+                self._remember_scores(name, key, wall)
             uses_proxy = name not in ("random", "judge")
             self._record_scorer(name, path, wall, warm_s if uses_proxy else 0.0, table)
         for seed in c.seeds:
@@ -399,17 +483,30 @@ class BenchmarkRun:
         self.steps_b = c.epochs_a * math.ceil(len(self.pool) / c.finetune_batch_size)
         runs: list[dict[str, Any]] = []
         for seed in c.seeds:
+            trained: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
             for subset in self.subsets(seed):
                 done: dict[str, dict[str, Any]] = {}
                 is_baseline = subset.method in c.baselines
                 for protocol in PROTOCOLS:
                     if is_baseline and protocol not in c.baseline_protocols:
                         continue
+                    same = trained.get((protocol, tuple(subset.ids)))
                     if subset.method == "full" and "A" in done:
                         # Full-SFT under B trains exactly the steps it trains under A: same run.
                         done[protocol] = {**done["A"], "protocol": protocol}
+                    elif same is not None:
+                        # Another method picked the very same subset: training is deterministic,
+                        # so its run is this row's run too (hybrid often equals exact at k).
+                        done[protocol] = {
+                            **same,
+                            "row": subset.row,
+                            "method": subset.method,
+                            "selection_s": subset.selection_s,
+                            "same_subset_as": same["row"],
+                        }
                     else:
                         done[protocol] = self.train_and_evaluate(subset, protocol, seed)
+                        trained[(protocol, tuple(subset.ids))] = done[protocol]
                     r = done[protocol]
                     runs.append(r)
                     self.log(

@@ -149,7 +149,7 @@ def _print_results(results: dict) -> None:
             f"{ref['selection_s']:.0f}",
             f"{auroc:.3f}" if auroc is not None else "-",
         )
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
 
 
 def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command: str) -> None:

@@ -5,6 +5,10 @@ without grad, everything that cannot change (vision tower + projector, 3-D rotar
 layers below the lowest trainable one) and `per_sample_loss` runs only the rest: the trainable
 layers, the final norm and the LM head at supervised positions only. `per_sample_loss_reference` is
 the plain HF forward that tests and the naive scorer compare against.
+
+Fast paths, each the same function computed another way (tests/test_proxy_batched.py): evaluation
+without grad folds LoRA into the base weights and uses fused attention (float32/bf16);
+`per_sample_gradients` differentiates a whole prepared batch at once.
 """
 
 from __future__ import annotations
@@ -328,12 +332,16 @@ class Proxy:
     def per_sample_gradients(
         self, prepared: Prepared, params: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """([B] losses, {name: [B, ...]}) in one `vmap(grad)` pass over the prepared batch.
+        """([B] losses, {name: [B, ...]}) for a prepared batch in one pass.
 
-        Each sample is its own batch of one inside the vmap (its padded row, its supervised
-        positions padded to the batch's longest with weight 0), so a gradient is that of the
-        sample's own loss; padding is masked exactly as in the one-sample case.
+        LoRA-only selections take one batched backward and rebuild each sample's LoRA gradient
+        from the captured activations (as fast as a plain backward); anything else runs
+        `vmap(grad)` over the samples, each its own batch of one (its padded row, its supervised
+        positions padded to the batch's longest with weight 0). Either way a gradient is that of
+        the sample's own loss; padding is masked exactly as in the one-sample case.
         """
+        if prepared.hidden is not None and self._lora_only(params):
+            return self._lora_per_sample_gradients(prepared, params)
         rows, spec = self.per_sample_rows(prepared)
 
         def one(p, *row):
@@ -346,6 +354,62 @@ class Proxy:
                 dict(params), *rows
             )
         return losses, grads
+
+    def _lora_only(self, params: Mapping[str, torch.Tensor]) -> bool:
+        """True when the trainable parameters are exactly the LoRA pairs (plain linear LoRA)."""
+        layers = self._lora_layers()
+        names = {f"{n}.lora_{ab}.{a}.weight" for n, _, a in layers for ab in "AB"}
+        return bool(layers) and set(params) == names
+
+    def _lora_per_sample_gradients(
+        self, prepared: Prepared, params: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-sample LoRA gradients from one batched forward and backward.
+
+        y = W x + s * B (A x): with h = A x and g = dL_i/d(B h) (one backward of sum_i L_i;
+        sample i's loss reaches only row i), dB_i = sum_t g_t h_t^T and
+        dA_i = sum_t (B^T g_t) x_t^T. Padded positions get g = 0 (masked keys), so they add 0.
+        """
+        captured: dict[str, dict[str, torch.Tensor]] = {}
+        handles = []
+        for name, mod, adapter in self._lora_layers():
+
+            def at_a(_m, args, _out, name=name):
+                captured.setdefault(name, {})["x"] = args[0]
+
+            def at_b(_m, args, out, name=name):
+                captured[name]["h"] = args[0]
+                captured[name]["y"] = out
+
+            handles.append(mod.lora_A[adapter].register_forward_hook(at_a))
+            handles.append(mod.lora_B[adapter].register_forward_hook(at_b))
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        try:
+            # fused attention computes in the model's dtype (HF's eager softmax is float32): a row
+            # then depends on its batch's padding only at the dtype's round-off
+            with torch.enable_grad(), self._attention("sdpa"):
+                losses = self.per_sample_loss(prepared, leaves)
+                order = list(captured)
+                outs = torch.autograd.grad(
+                    losses.sum(), [captured[n]["y"] for n in order], allow_unused=True
+                )
+        finally:
+            for h in handles:
+                h.remove()
+        grads: dict[str, torch.Tensor] = {}
+        by_name = dict(zip(order, outs, strict=True))
+        for name, _mod, adapter in self._lora_layers():
+            a_key = f"{name}.lora_A.{adapter}.weight"
+            b_key = f"{name}.lora_B.{adapter}.weight"
+            g = by_name.get(name)
+            if g is None:  # the module did not take part in this loss
+                for key in (a_key, b_key):
+                    grads[key] = params[key].new_zeros(len(prepared), *params[key].shape)
+                continue
+            x, h = captured[name]["x"].detach(), captured[name]["h"].detach()
+            grads[b_key] = torch.einsum("bto,btr->bor", g, h)
+            grads[a_key] = torch.einsum("btr,bti->bri", g @ params[b_key], x)
+        return losses.detach(), {k: grads[k] for k in params}
 
     def per_sample_rows(self, prepared: Prepared) -> tuple[tuple[torch.Tensor, ...], RowSpec]:
         """The prepared batch as flat tensors with the sample on dim 0 (what `vmap` or a
@@ -506,11 +570,15 @@ class Proxy:
 
     @staticmethod
     def _weighted_ce(logits: torch.Tensor, prepared: Prepared) -> torch.Tensor:
-        """Token CE at supervised positions, averaged per sample (bfloat16 logits upcast)."""
+        """Token CE at supervised positions, averaged per sample (bfloat16 logits upcast).
+
+        A masked sum, not `weights @ ce`: 0 * NaN is NaN, and one sample's non-finite loss must
+        not reach its batch neighbours (candidates are differentiated as a batch)."""
         if logits.dtype == torch.bfloat16:
             logits = logits.float()
         ce = nn.functional.cross_entropy(logits, prepared.targets, reduction="none")
-        return prepared.weights.to(ce.dtype) @ ce
+        weights = prepared.weights.to(ce.dtype)
+        return torch.where(weights != 0, weights * ce, 0.0).sum(dim=1)
 
     def per_sample_loss_reference(self, samples: Sequence[Sample]) -> torch.Tensor:
         """The independent reference: plain `model(**inputs)` on a fresh batch, same masking."""

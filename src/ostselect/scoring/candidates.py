@@ -1,10 +1,13 @@
 """Per-candidate losses and gradients at theta, batched when the proxy offers it.
 
 A proxy may implement the optional hook `per_sample_gradients(prepared, params) -> (losses[B],
-{name: grads[B, ...]})` (e.g. `torch.func.vmap(grad(...))` over its language model); otherwise each
-candidate is prepared and differentiated alone, which also isolates a bad record. Either way a
+{name: grads[B, ...]})`; `Proxy` does (one batched backward + per-sample einsums for LoRA,
+`torch.func.vmap(grad(...))` otherwise), so a batch of candidates is prepared and differentiated
+in one pass. Without the hook, or when the batch holds a record that cannot be prepared, each
+candidate is prepared and differentiated alone, which also names the bad record. Either way a
 sample that cannot be prepared becomes status "error" and a non-finite loss or gradient
-"nonfinite"; the run goes on.
+"nonfinite"; the run goes on. A batched row equals the one-at-a-time row up to round-off (padding
+to the batch's longest sample changes the order of float sums, nothing else).
 """
 
 from __future__ import annotations

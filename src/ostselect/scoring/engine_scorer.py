@@ -3,9 +3,11 @@
 `OSTScorer.score_samples` turns samples into rows (id, utility, status, loss, tokens,
 `utility[<group>]`, ...). The in-process `score()` and the sharded, resumable `score_pool` (local or
 Ray backend) both feed it through the engine's `score_batch_resilient` and finish the table with
-`finish_table`, so the two give the same rows. A row depends on its sample alone (candidates are
-prepared and differentiated one by one, the anchors' chunks are fixed), never on the batch or shard
-it landed in.
+`finish_table`, so the two give the same rows. Candidates are prepared and differentiated as one
+padded batch (much faster than one by one), so a row depends on its batch neighbours at round-off
+level (~1e-7 relative: HF's eager attention runs its softmax in float32 in the frozen lower layers).
+Shards are cut at fixed positions and batches inside them too, so a resumed or Ray run repeats the
+same batches and gives bit-identical rows; the batch size is therefore part of the fingerprint.
 
 Hybrid runs in passes: first-order over the pool, then `hybrid_refine` picks which ids to re-score
 exactly, round after round; in `score_pool` every round is an engine run with its own shard store,
@@ -402,9 +404,6 @@ class OSTScorerFactory:
     def build_core(self) -> ScoringCore:
         from ostselect.proxy import load_proxy
 
-        # A LoRA selection without a saved adapter is initialised randomly at load time: seed it,
-        # or every worker (and every resumed run) would score with a different proxy.
-        torch.manual_seed(self.config.seed)
         proxy = load_proxy(
             self.proxy_dir,
             dtype=self.config.dtype or "float32",
@@ -438,7 +437,7 @@ def run_fingerprint(factory: OSTScorerFactory, pool_path: str | Path) -> dict[st
     """What makes two runs' rows interchangeable: resuming under another one is refused.
 
     The proxy is identified by its folder's content hash (the driver never loads it); the batch
-    size is left out because a row does not depend on its batch neighbours.
+    size is in because rows agree across batch sizes only to round-off, not bit for bit.
     """
     from ostselect.data import pool_fingerprint
     from ostselect.scoring.anchors import anchor_hash
@@ -453,7 +452,7 @@ def run_fingerprint(factory: OSTScorerFactory, pool_path: str | Path) -> dict[st
         "anchor_hash": anchor_hash(factory.read_anchors()),
         "pool": pool_fingerprint(pool_path),
         "mode": factory.config.mode,
-        "config": factory.config.model_dump(exclude={"batch_size"}),
+        "config": factory.config.model_dump(),
     }
 
 
