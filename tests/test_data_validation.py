@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ostselect.data import (
-    REJECT_CODES,
+    DATA_REJECT_CODES,
     Reject,
     RejectsWriter,
     Sample,
@@ -76,7 +76,7 @@ def test_each_reason_is_rejected_with_id_file_line_and_code(bad_pool, tmp_path):
     got = {r.line: (r.id, r.code) for r in rejects}
     assert got == EXPECTED
     assert all(r.file == str(bad_pool) and r.reason for r in rejects)
-    assert set(summary.rejected) == set(REJECT_CODES)  # every code exercised
+    assert set(summary.rejected) == set(DATA_REJECT_CODES)  # every data code exercised
     assert summary.rejected["bad_record"] == 2 and summary.n_rejected == 11
     assert summary.rejects_path == out / "rejects.jsonl"
     by_line = {r.line: r for r in rejects}

@@ -11,6 +11,7 @@ from ostselect.data.formats import FORMATS, container_of, count_records, detect_
 from ostselect.data.jsontext import PoolError
 from ostselect.data.pipeline import ValidationSummary, iter_samples, validate_pool
 from ostselect.data.rejects import (
+    DATA_REJECT_CODES,
     REJECT_CODES,
     REJECTS_FILENAME,
     Reject,
@@ -21,6 +22,7 @@ from ostselect.data.sample import IMAGE_PLACEHOLDER, ImageRef, Sample, SourceLoc
 from ostselect.data.writers import write_samples, write_subset
 
 __all__ = [
+    "DATA_REJECT_CODES",
     "FORMATS",
     "IMAGE_PLACEHOLDER",
     "REJECTS_FILENAME",

@@ -31,7 +31,8 @@ SCORE_PREPARE_FAILED = "score_prepare_failed"
 SCORE_NONFINITE = "score_nonfinite"
 SCORE_OOM = "score_oom"
 
-REJECT_CODES: dict[str, str] = {
+# What validation finds in the data itself.
+DATA_REJECT_CODES: dict[str, str] = {
     BAD_JSON: "unparseable JSON",
     NON_UTF8: "not valid UTF-8 text",
     BAD_RECORD: "not an object, or no usable conversation",
@@ -42,6 +43,10 @@ REJECT_CODES: dict[str, str] = {
     BAD_IMAGE: "image does not decode",
     DUPLICATE_ID: "duplicate id (first one kept)",
     TOO_LONG: "longer than the set maximum",
+}
+# Every code a rejects file can hold: the data's, plus what scoring runs into.
+REJECT_CODES: dict[str, str] = {
+    **DATA_REJECT_CODES,
     SCORE_PREPARE_FAILED: "the proxy could not prepare the sample for scoring",
     SCORE_NONFINITE: "non-finite loss, gradient or utility while scoring",
     SCORE_OOM: "out of memory even when scored alone",
