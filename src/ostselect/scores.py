@@ -1,13 +1,15 @@
 """The scores table: the one artifact every scorer writes and every consumer reads.
 
-Convention (written once, here): **higher `utility` = keep**. For OST, utility > 0 means the simulated
-step on the sample lowered the anchor loss; `toxic` marks utility < 0. Baselines write the same table
-with their own score in `utility`, so selection, reports and the benchmark treat all methods alike.
+Convention (written once, here): **higher `utility` = keep**. For OST, utility > 0 means the
+simulated step on the sample lowered the anchor loss; `toxic` marks utility < 0. Baselines write
+the same table with their own score in `utility`, so selection, reports and the benchmark treat
+all methods alike.
 
-Columns: `id` (str), `utility` (float64), `rank` (int64, 1 = most useful, ties broken by pool order),
-`toxic` (bool), `mode` (str), `status` (str, "ok" unless scoring hit a numerical fault), and optionally
-`loss` (the candidate's own loss at theta), `tokens` (supervised tokens), `utility[<group>]` per anchor
-group. The Parquet file's metadata holds a JSON provenance record (`PROVENANCE_KEY`).
+Columns: `id` (str), `utility` (float64), `rank` (int64, 1 = most useful, ties broken by pool
+order), `toxic` (bool), `mode` (str), `status` (str, "ok" unless scoring hit a numerical fault),
+and optionally `loss` (the candidate's own loss at theta), `tokens` (supervised tokens),
+`utility[<group>]` per anchor group. The Parquet file's metadata holds a JSON provenance record
+(`PROVENANCE_KEY`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def build_scores_table(
     status: Sequence[str] | None = None,
     extra_columns: Mapping[str, Sequence[Any]] | None = None,
 ) -> pa.Table:
-    """Assemble a scores table with rank/toxic derived from `utility` (never typed in separately)."""
+    """Assemble a scores table; rank and toxic are derived from `utility`, never typed in."""
     u = np.asarray(utility, dtype=np.float64)
     if len(ids) != len(u):
         raise ValueError(f"{len(ids)} ids but {len(u)} utilities")

@@ -1,8 +1,9 @@
-"""The seam between "a model family" and "the scoring math" (TRAK's model-output adapter, dattri's Task).
+"""The seam between "a model family" and "the scoring math".
 
-The scorer, the warm-up trainer and the baselines only talk to a `ScoringModel`. Everything
-architecture-specific (chat templates, image processors, vision towers, mrope position ids, which layers
-are frozen) stays behind it. Loss convention (written once, in the implementation, and tested):
+Like TRAK's model-output adapter and dattri's Task: the scorer, the warm-up trainer and the
+baselines only talk to a `ScoringModel`. Everything architecture-specific (chat templates, image
+processors, vision towers, mrope position ids, which layers are frozen) stays behind it.
+Loss convention (written once, in the implementation, and tested):
 
     per-sample loss = mean token cross-entropy over that sample's supervised tokens, which are the
     assistant turns only (system, user, image and padding tokens are masked);
@@ -77,8 +78,12 @@ class ScoringModel(Protocol):
         """Content hash of the weights and trainable-parameter selection (for provenance)."""
         ...
 
-    def save(self, out_dir: str | Path, optimizer_state: OptimizerState | None = None,
-             metadata: Mapping[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        out_dir: str | Path,
+        optimizer_state: OptimizerState | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Path:
         """Save a proxy folder that `load_proxy` reloads (weights, processor, parameter selection,
         optional optimizer state and free-form metadata such as warm-up sample ids)."""
         ...
