@@ -104,6 +104,7 @@ def test_mini_benchmark_end_to_end(tmp_path):
         assert set(s["precision_at"]) == {"50%"}
     assert [a["warmup"] for a in results["ablation"]] == list(config.ablation_fractions)
     assert sum(len(v) for v in results["utility_by_noise"].values()) == n_pool
+    assert results["validation"]["valid"] == results["validation"]["total"] == n_pool
 
     # The scorers' view of the pool carries no noise tag, answer or scan id.
     run = BenchmarkRun(config, tmp_path / "again")

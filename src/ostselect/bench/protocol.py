@@ -169,6 +169,11 @@ class BenchmarkRun:
             clutter=c.clutter,
         )
         self.pretrain = _load_split(self.paths.pretrain)
+        # The pipeline's first step on any pool: check every record (and show that it is clean).
+        from ostselect.data import validate_pool
+
+        checked = validate_pool(self.paths.pool, self.out / "validation")
+        self.results["validation"] = checked.as_dict()
         self.pool = _load_split(self.paths.pool)
         self.heldout = _load_split(self.paths.heldout)
         self.test = _load_split(self.paths.test)

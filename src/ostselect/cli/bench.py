@@ -161,6 +161,10 @@ def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command
     results, paths = run_and_write(
         config, out, work_dir=work_dir, command=command, log=lambda m: console.print(m)
     )
+    if "validation" in results:
+        from ostselect.cli.validate import print_validation_summary
+
+        print_validation_summary(results["validation"])
     _print_results(results)
     minutes = (time.perf_counter() - started) / 60
     console.print(f"wrote {', '.join(str(p) for p in paths.values())} ({minutes:.1f} min)")

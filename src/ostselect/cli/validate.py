@@ -80,26 +80,29 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(summary.as_dict(), indent=2))
             return
-        _print_summary(summary)
+        print_validation_summary(summary.as_dict())
 
 
-def _print_summary(summary) -> None:  # summary: ostselect.data.ValidationSummary
+def print_validation_summary(summary: dict) -> None:
+    """Counts per reason as a Rich table, from `ValidationSummary.as_dict()` (`ost demo` too)."""
     from rich.console import Console
     from rich.table import Table
 
     from ostselect.data import REJECT_CODES
 
-    table = Table(title=f"ost validate: {summary.pool}", show_footer=False)
+    rejected = summary["rejected"]
+    table = Table(title=f"ost validate: {summary['pool']}", show_footer=False)
     table.add_column("result")
     table.add_column("code", style="dim")
     table.add_column("records", justify="right")
-    table.add_row("[green]valid[/]", "", f"{summary.valid:,}")
-    for code, n in sorted(summary.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
+    table.add_row("[green]valid[/]", "", f"{summary['valid']:,}")
+    for code, n in sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(REJECT_CODES.get(code, code), code, f"{n:,}")
-    table.add_row("[bold]total[/]", "", f"[bold]{summary.total:,}[/]")
+    table.add_row("[bold]total[/]", "", f"[bold]{summary['total']:,}[/]")
     out = Console()
     out.print(table)
-    if summary.n_rejected:
-        out.print(f"{summary.n_rejected:,} rejected: details in {summary.rejects_path}")
+    n_rejected = sum(rejected.values())
+    if n_rejected:
+        out.print(f"{n_rejected:,} rejected: details in {summary['rejects_path']}")
     else:
-        out.print(f"no rejects ({summary.rejects_path} is empty)")
+        out.print(f"no rejects ({summary['rejects_path']} is empty)")
