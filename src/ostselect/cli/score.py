@@ -241,14 +241,18 @@ class _Ticker:
         self._tasks: dict[str, int] = {}
         self._scored: dict[str, int] = {}
         self._t0: dict[str, float] = {}
+        # Progress arrives per finished shard: a pass's clock starts when the previous one ended
+        # (or at start-up), not at its first report, or the first shard's rate is meaningless.
+        self._last = time.perf_counter()
 
     def __call__(self, label: str, n: int, resumed: bool) -> None:
         if label not in self._tasks:
             self._tasks[label] = self._bar.add_task(label, total=self._total, rate="")
             self._scored[label] = 0
-            self._t0[label] = time.perf_counter()
+            self._t0[label] = self._last
+        self._last = time.perf_counter()
         if not resumed:
             self._scored[label] += n
-        rate = self._scored[label] / max(time.perf_counter() - self._t0[label], 1e-9)
+        rate = self._scored[label] / max(self._last - self._t0[label], 1e-9)
         note = " (resumed shards skipped)" if resumed else ""
         self._bar.update(self._tasks[label], advance=n, rate=f"{rate:,.2f} samples/s{note}")
