@@ -32,9 +32,4 @@ COMMAND_MODULES = (
 )
 
 for _name in COMMAND_MODULES:
-    if importlib.util.find_spec(f"ostselect.cli.{_name}") is not None:
-        importlib.import_module(f"ostselect.cli.{_name}").register(app)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+    importlib.import_module(f"ostselect.cli.{_name}").register(app)
