@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import sys
 import tempfile
@@ -22,44 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ostselect.data.sample import ImageRef, Sample, Turn
+from ostselect.data.sample import Sample
 from ostselect.proxy import build_tiny_proxy, load_proxy
+from ostselect.proxy.toy import word_samples
 from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scores import read_provenance
 from ostselect.scoring import ScoreConfig, make_update_rule, score
 from ostselect.scoring.anchors import AnchorSet
 from ostselect.scoring.modes import Scorer
 from ostselect.scoring.work import WorkCounter
-
-WORDS = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "mat",
-    "with",
-    "two",
-    "red",
-    "dots",
-    "and",
-    "one",
-    "blue",
-    "line",
-    "near",
-    "three",
-    "green",
-    "squares",
-]
-
-
-def _png(seed: int) -> bytes:
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 255, (56, 56, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def make_samples(n: int, prefix: str, seed: int) -> list[Sample]:
@@ -68,15 +38,7 @@ def make_samples(n: int, prefix: str, seed: int) -> list[Sample]:
 
 def sample_stream(n: int, prefix: str, seed: int) -> Iterator[Sample]:
     """The same samples as `make_samples`, generated one at a time (nothing held)."""
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        question = " ".join(rng.choice(WORDS, int(rng.integers(4, 12))))
-        answer = " ".join(rng.choice(WORDS, int(rng.integers(3, 20))))
-        yield Sample(
-            id=f"{prefix}{i}",
-            turns=[Turn("user", "<image> " + question), Turn("assistant", answer)],
-            images=[ImageRef(data=_png(seed * 100_000 + i))],
-        )
+    return word_samples(n, prefix, seed)
 
 
 def timed(fn):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Iterator
 
 from ostselect.data.sample import IMAGE_PLACEHOLDER, ImageRef, Sample, Turn
 
@@ -47,3 +48,51 @@ def toy_samples(n: int, seed: int = 0, *, multi_turn_every: int = 3) -> list[Sam
         images = [ImageRef(data=noise_png(seed * 100_003 + i))]
         out.append(Sample(id=f"toy-{seed}-{i}", turns=turns, images=images))
     return out
+
+
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "with",
+    "two",
+    "red",
+    "dots",
+    "and",
+    "one",
+    "blue",
+    "line",
+    "near",
+    "three",
+    "green",
+    "squares",
+]
+
+
+def word_samples(
+    n: int,
+    prefix: str,
+    seed: int,
+    *,
+    image_px: int = 56,
+    question_words: tuple[int, int] = (4, 12),
+    answer_words: tuple[int, int] = (3, 20),
+    groups: tuple[str, ...] = (),
+) -> Iterator[Sample]:
+    """`n` samples of random words over random-noise images, generated one at a time (nothing
+    held), for benchmarks and exactness tests; word counts are drawn from [low, high)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        question = " ".join(rng.choice(WORDS, int(rng.integers(*question_words))))
+        answer = " ".join(rng.choice(WORDS, int(rng.integers(*answer_words))))
+        yield Sample(
+            id=f"{prefix}{i}",
+            turns=[Turn("user", f"{IMAGE_PLACEHOLDER} {question}"), Turn("assistant", answer)],
+            images=[ImageRef(data=noise_png(seed * 100_000 + i, (image_px, image_px)))],
+            extra={"topic": groups[i % len(groups)]} if groups else {},
+        )
