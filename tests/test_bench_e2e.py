@@ -61,8 +61,11 @@ def test_markdown_table_shows_both_protocols_and_scorer_metrics():
     }
     text = markdown_table(results)
     line = next(x for x in text.splitlines() if x.startswith("| OST-exact 20%"))
-    assert "25.0 ± 0.0" in line and "50.0 ± 0.0" in line
+    assert "25.0 (1 seed)" in line and "50.0 (1 seed)" in line  # no fake "± 0.0" for one seed
     assert "0.812" in line and "0.95" in line
+    two_seeds = aggregate_rows([_run("R", "B", seed, a) for seed, a in ((0, 0.2), (1, 0.4))])
+    row = next(x for x in markdown_table({"rows": two_seeds}).splitlines() if x.startswith("| R"))
+    assert "30.0 ± 14.1" in row
 
 
 @pytest.mark.slow

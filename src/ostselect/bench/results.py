@@ -54,7 +54,10 @@ def aggregate_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt_acc(mean: float, std: float) -> str:
+def _fmt_acc(mean: float, std: float, n_seeds: int) -> str:
+    """Mean ± std in %; one seed has no spread to show, so say so instead of printing ± 0.0."""
+    if n_seeds < 2:
+        return f"{100 * mean:.1f} (1 seed)"
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
@@ -83,9 +86,9 @@ def markdown_table(results: dict[str, Any]) -> str:
         pk = scorer.get("precision_at", {}).get(f"{round(ref['fraction'] * 100)}%")
         lines.append(
             f"| {name} | {ref['n_train']} | {100 * ref['noisy_share']:.0f}% | "
-            + (_fmt_acc(a["accuracy_mean"], a["accuracy_std"]) if a else "–")
+            + (_fmt_acc(a["accuracy_mean"], a["accuracy_std"], len(a["seeds"])) if a else "–")
             + " | "
-            + (_fmt_acc(b["accuracy_mean"], b["accuracy_std"]) if b else "–")
+            + (_fmt_acc(b["accuracy_mean"], b["accuracy_std"], len(b["seeds"])) if b else "–")
             + " | "
             + " | ".join(
                 f"{100 * b['per_category'].get(c, math.nan):.0f}" if b else "–" for c in cats
@@ -126,7 +129,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         for r in ablation:
             out.append(
                 f"| {round(100 * r['warmup'])}% | {r['auroc']:.3f} | {r['precision']:.2f} | "
-                f"{_fmt_acc(r['accuracy_mean'], r['accuracy_std'])} "
+                f"{_fmt_acc(r['accuracy_mean'], r['accuracy_std'], len(r['seeds']))} "
                 f"(k={round(100 * r['fraction'])}%) |"
             )
     return "\n".join(out) + "\n"
