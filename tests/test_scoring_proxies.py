@@ -13,30 +13,10 @@ import torch
 
 from ostselect.data.sample import ImageRef, Sample, Turn
 from ostselect.proxy import build_tiny_proxy, load_proxy
+from ostselect.proxy.toy import WORDS
 from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scores import read_provenance
 from ostselect.scoring import ScoreConfig, score
-
-WORDS = [
-    "the",
-    "cat",
-    "sat",
-    "on",
-    "a",
-    "mat",
-    "with",
-    "two",
-    "red",
-    "dots",
-    "and",
-    "one",
-    "blue",
-    "line",
-    "near",
-    "three",
-    "green",
-    "squares",
-]
 
 
 def _png(seed: int) -> bytes:

@@ -64,9 +64,16 @@ def batches(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
         yield batch
 
 
-def _failed(c: CandidateGradient) -> Outcome:
+def _failed(c: CandidateGradient, status: str | None = None, reason: str | None = None) -> Outcome:
+    """A candidate without a usable utility: its own failure, or a non-finite result after it."""
     return Outcome(
-        c.sample.id, math.nan, c.loss, c.tokens, c.status, reason=c.reason, sample=c.sample
+        c.sample.id,
+        math.nan,
+        c.loss,
+        c.tokens,
+        status or c.status,
+        reason=reason or c.reason,
+        sample=c.sample,
     )
 
 
@@ -99,15 +106,7 @@ class Scorer:
         l1, g1 = self.anchors.value(self.rule.apply(self.theta, c.grads))
         u = l0 - l1
         if not math.isfinite(u):
-            return Outcome(
-                c.sample.id,
-                math.nan,
-                c.loss,
-                c.tokens,
-                NONFINITE,
-                reason="non-finite anchor loss after the step",
-                sample=c.sample,
-            )
+            return _failed(c, NONFINITE, "non-finite anchor loss after the step")
         return Outcome(
             c.sample.id,
             u,
@@ -141,15 +140,7 @@ class Scorer:
 
         u = dot(total)
         if not math.isfinite(u):
-            return Outcome(
-                c.sample.id,
-                math.nan,
-                c.loss,
-                c.tokens,
-                NONFINITE,
-                reason="non-finite first-order utility",
-                sample=c.sample,
-            )
+            return _failed(c, NONFINITE, "non-finite first-order utility")
         step_sq = float(sum((d * d).sum() for d in step.values()))
         groups = {g: dot(gr) for g, gr in per_group.items()}
         return Outcome(
