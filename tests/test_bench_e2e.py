@@ -1,8 +1,8 @@
 """DigitMath phase 2: the protocol end to end on a miniature configuration, and its bookkeeping.
 
 The slow test runs every stage (data, pretraining, warm-up, anchors, OST in three modes, a baseline,
-selection, Protocols A and B over two seeds, the warm-up ablation, results files) on toy sizes; the
-accuracy it reaches is not meaningful, the plumbing and the invariants are.
+selection, Protocols A and B over two seeds, the warm-up ablation, the OST variants, results files)
+on toy sizes; the accuracy it reaches is not meaningful, the plumbing and the invariants are.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from ostselect.bench.config import mini_config
+from ostselect.bench.config import BenchConfig, OSTVariant, full_config, mini_config
 from ostselect.bench.results import aggregate_rows, markdown_table
 
 
@@ -68,6 +68,49 @@ def test_markdown_table_shows_both_protocols_and_scorer_metrics():
     assert "30.0 ± 14.1" in row
 
 
+def test_variants_config_serialises_and_overrides():
+    config = full_config()
+    assert [v.name for v in config.variants] == [
+        "eta 0.02",
+        "target as proxy",
+        "balanced by category",
+    ]
+    assert config.fractions == (0.2, 0.5) and "judge" in config.baselines
+    saved = config.to_json()
+    assert saved["variants"][0] == {
+        "name": "eta 0.02",
+        "eta": 0.02,
+        "proxy": "proxy",
+        "balance_by": None,
+    }
+    json.dumps(saved)
+    assert config.with_overrides(variants=(), eta=0.01).variants == ()
+    assert BenchConfig().variants == ()
+    with pytest.raises(ValueError, match="proxy"):
+        OSTVariant("x", proxy="bigger")
+
+
+def test_scores_cache_key_depends_on_eta_and_scoring_model(tmp_path):
+    from ostselect.bench.protocol import BenchmarkRun, variant_method, variant_scorer
+
+    config = mini_config()
+    run = BenchmarkRun(config, tmp_path)
+    ckpt = tmp_path / "models" / "proxy-warm25%"
+    main = run.scores_key("ost-exact", ckpt)
+    assert main == run.scores_key("ost-exact", ckpt, eta=config.eta)
+    assert main != run.scores_key("ost-exact", ckpt, eta=0.02)
+    assert run.scores_key("x", ckpt, eta=0.02) != run.scores_key("x", ckpt, eta=0.05)
+    other = tmp_path / "models" / "target-as-proxy-warm25%"
+    assert run.scores_key("x", ckpt) != run.scores_key("x", other)
+    assert run.scores_key("x", ckpt)["proxy"]["role"] == "proxy"
+    assert run.scores_key("x", ckpt, role="target")["proxy"]["role"] == "target"
+
+    assert variant_scorer(OSTVariant("b", balance_by="category"), config) == "ost-exact"
+    assert variant_method(OSTVariant("b", balance_by="category"), config) != "ost-exact"
+    assert variant_scorer(OSTVariant("e", eta=0.02), config) == "ost-exact-eta0.02"
+    assert variant_scorer(OSTVariant("t", proxy="target"), config) == "ost-exact-target-proxy"
+
+
 @pytest.mark.slow
 def test_mini_benchmark_end_to_end(tmp_path):
     from ostselect.bench.demo import run_and_write
@@ -106,6 +149,32 @@ def test_mini_benchmark_end_to_end(tmp_path):
         assert 0.0 <= s["auroc"] <= 1.0 and not math.isnan(s["auroc"])
         assert set(s["precision_at"]) == {"50%"}
     assert [a["warmup"] for a in results["ablation"]] == list(config.ablation_fractions)
+
+    # The OST variants stage: every variant trained on every seed, with its own table.
+    variants = {v["name"]: v for v in results["variants"]}
+    assert list(variants) == [v.name for v in config.variants]
+    k = round(config.n_pool * min(config.fractions))
+    for v in variants.values():
+        assert math.isfinite(v["accuracy_mean"]) and len(v["accuracy_seeds"]) == len(config.seeds)
+        assert sum(v["kept_per_category"].values()) == k
+        assert (v["row"], "B") in rows and (v["row"], "A") not in rows
+        assert rows[(v["row"], "B")]["seeds"] == list(config.seeds)
+        assert not math.isnan(results["scorers"][v["scorer"]]["auroc"])
+    balanced = variants["balanced by category"]
+    assert balanced["scorer"] == "ost-exact"  # the main scores, not re-scored
+    # The DigitMath pool spreads categories evenly and balancing keeps the pool's proportions.
+    assert (
+        max(balanced["kept_per_category"].values()) - min(balanced["kept_per_category"].values())
+        <= 1
+    )
+    bigger = variants["target as proxy"]
+    assert bigger["scorer"] == "ost-exact-target-proxy"
+    assert bigger["checkpoint"].startswith("models/target-as-proxy-warm")
+    markdown = paths["markdown"].read_text()
+    assert "## OST variants" in markdown and "| balanced by category |" in markdown
+    main_table = markdown.split("## Noise detection")[0]
+    assert "(balanced by category)" not in main_table  # variants stay out of the main table
+    assert results["timings"]["stage_variants_s"] > 0
     assert sum(len(v) for v in results["utility_by_noise"].values()) == n_pool
     assert results["validation"]["valid"] == results["validation"]["total"] == n_pool
 

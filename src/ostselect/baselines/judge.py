@@ -6,9 +6,10 @@ recorded as status "unparseable" with utility NaN and the raw reply kept in `jud
 guessed. A request that still fails after its retries is status "request-failed" (and is not
 cached, so a rerun retries it).
 
-Replies are cached in a JSON Lines file keyed by (sample content hash, judge model, prompt
-version): a rerun over the same pool sends no request and pays no tokens. Back ends live in
-`judge_backends`.
+Replies are cached in a JSON Lines file keyed by (sample content hash, the back end's `cache_id`,
+prompt version): a rerun over the same pool sends no request and pays no tokens. Back ends live in
+`judge_backends`; one that can rate several samples in one pass (the local model) offers
+`complete_batch`, the others are called concurrently, `concurrency` requests at a time.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class JudgeRequestError(RuntimeError):
 
 class JudgeBackend(Protocol):
     model: str
+    cache_id: str  # what, besides the sample and the prompt, determines a reply
     text_only: bool
     concurrency: int
 
@@ -86,8 +88,8 @@ class JudgeBackend(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-def cache_key(sample: Sample, model: str) -> str:
-    text = f"{sample.content_hash()}\0{model}\0{PROMPT_VERSION}"
+def cache_key(sample: Sample, backend_id: str) -> str:
+    text = f"{sample.content_hash()}\0{backend_id}\0{PROMPT_VERSION}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -138,28 +140,47 @@ class JudgeBaseline(Baseline):
         self.cache = JudgeCache(cache_path)
         self.cache_hits = 0
 
-    def _ask(self, sample: Sample) -> tuple[JudgeReply | None, str | None, bool]:
-        """(reply, error, cached) for one sample; never raises for a request failure."""
-        key = cache_key(sample, self.backend.model)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit, None, True
-        try:
-            reply = self.backend.complete(sample)
-        except JudgeRequestError as exc:
-            return None, str(exc), False
-        self.cache.put(key, reply, self.backend.model)
-        return reply, None, False
+    def _request(self, samples: list[Sample]) -> list[tuple[JudgeReply | None, str | None]]:
+        """(reply, error) per sample; a failed request is recorded, never raised."""
+        batch = getattr(self.backend, "complete_batch", None)
+        if batch is not None:
+            size = max(1, int(getattr(self.backend, "batch_size", 8)))
+            out: list[tuple[JudgeReply | None, str | None]] = []
+            for begin in range(0, len(samples), size):
+                chunk = samples[begin : begin + size]
+                try:
+                    out.extend((reply, None) for reply in batch(chunk))
+                except JudgeRequestError as exc:
+                    out.extend((None, str(exc)) for _ in chunk)
+            return out
+
+        def one(sample: Sample) -> tuple[JudgeReply | None, str | None]:
+            try:
+                return self.backend.complete(sample), None
+            except JudgeRequestError as exc:
+                return None, str(exc)
+
+        with ThreadPoolExecutor(max_workers=max(1, int(self.backend.concurrency))) as pool:
+            return list(pool.map(one, samples))
 
     def _score(self, samples: list[Sample]) -> dict[str, list[Any]]:
-        workers = max(1, int(self.backend.concurrency))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(self._ask, samples))
+        keys = [cache_key(s, self.backend.cache_id) for s in samples]
+        found = [self.cache.get(k) for k in keys]
+        misses = [i for i, hit in enumerate(found) if hit is None]
+        fresh = dict(zip(misses, self._request([samples[i] for i in misses]), strict=True))
         cols: dict[str, list[Any]] = {
             k: [] for k in ("id", "utility", "status", "judge_score", "judge_reply", "judge_error")
         }
         cols.update(tokens_in=[], tokens_out=[], judge_cached=[])
-        for sample, (reply, error, cached) in zip(samples, results, strict=True):
+        for i, sample in enumerate(samples):
+            cached = found[i] is not None
+            reply, error = (found[i], None) if cached else fresh[i]
+            if reply is not None and not cached:
+                self.cache.put(keys[i], reply, self.backend.model)
+                self.cost.judge_requests += 1
+                self.cost.judge_tokens_in += reply.tokens_in
+                self.cost.judge_tokens_out += reply.tokens_out
+            self.cache_hits += cached
             score = parse_score(reply.text) if reply is not None else None
             if reply is None:
                 status = "request-failed"
@@ -174,12 +195,6 @@ class JudgeBaseline(Baseline):
             cols["tokens_in"].append(reply.tokens_in if reply is not None else 0)
             cols["tokens_out"].append(reply.tokens_out if reply is not None else 0)
             cols["judge_cached"].append(cached)
-            if cached:
-                self.cache_hits += 1
-            elif reply is not None:
-                self.cost.judge_requests += 1
-                self.cost.judge_tokens_in += reply.tokens_in
-                self.cost.judge_tokens_out += reply.tokens_out
         return cols
 
     def _settings(self) -> dict[str, Any]:

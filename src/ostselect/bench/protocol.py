@@ -5,8 +5,10 @@ target fine-tuning (Protocols A and B) -> evaluation, for every row and seed.
 `results.json`, a Markdown table and plots. Layout of `out_dir`:
 
     data/        the generated DigitMath splits (pool noise tags only in pool.noise.json)
-    models/      proxy + target after pretraining, proxy warm-up checkpoints
-    scores/      one scores table per scorer (OST modes, baselines, ablation checkpoints)
+    models/      proxy + target after pretraining, proxy warm-up checkpoints (and the target's,
+                 warmed up as a proxy, when a variant scores with it)
+    scores/      one scores table per scorer (OST modes, baselines, ablation checkpoints,
+                 variants), each with the key it was made under; the judge's reply cache
     anchors.jsonl
 
 Scorers only ever receive the pool samples as `iter_samples` reads them from pool.jsonl (id,
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ostselect.bench.config import BenchConfig
+from ostselect.bench.config import BenchConfig, OSTVariant
 from ostselect.bench.metrics import mean_std, noise_auroc, noise_auroc_by_type, precision_at_k
 from ostselect.bench.noise import CLEAN
 from ostselect.data.sample import Sample
@@ -102,10 +104,31 @@ def _utilities(table: Any) -> dict[str, float]:
     return {str(i): (math.nan if v is None else float(v)) for i, v in zip(ids, values, strict=True)}
 
 
-def _top_ids(scores_path: Path, pool: Sequence[Sample], fraction: float) -> list[str]:
+def _top_ids(
+    scores_path: Path, pool: Sequence[Sample], fraction: float, balance_by: str | None = None
+) -> list[str]:
     from ostselect.select import SelectionPolicy, select
 
-    return select(scores_path, pool, SelectionPolicy(top=pct(fraction))).kept_ids
+    policy = SelectionPolicy(top=pct(fraction), balance_by=balance_by)
+    return select(scores_path, pool, policy).kept_ids
+
+
+def variant_scorer(variant: OSTVariant, config: BenchConfig) -> str:
+    """The scores a variant ranks by: "ost-exact" unless its eta or proxy differs from the main."""
+    parts = []
+    if variant.eta is not None and variant.eta != config.eta:
+        parts.append(f"eta{variant.eta:g}")
+    if variant.proxy != "proxy":
+        parts.append(f"{variant.proxy}-proxy")
+    return "-".join(["ost-exact", *parts])
+
+
+def variant_method(variant: OSTVariant, config: BenchConfig) -> str:
+    """The `method` of a variant's runs: its scorer plus the balancing, never plain "ost-exact"."""
+    name = variant_scorer(variant, config)
+    if variant.balance_by:
+        name += f"-balanced-{variant.balance_by}"
+    return name if name != "ost-exact" else "ost-exact-variant"
 
 
 class BenchmarkRun:
@@ -117,6 +140,7 @@ class BenchmarkRun:
         self.log = log or (lambda msg: None)
         self.timings: dict[str, float] = {}
         self.results: dict[str, Any] = {"config": config.to_json()}
+        self.target_proxy: tuple[Path, float] | None = None  # (checkpoint, warm-up s), if used
 
     def run_all(self) -> dict[str, Any]:
         """Every stage in order; the results dict (rows aggregated over seeds)."""
@@ -138,6 +162,7 @@ class BenchmarkRun:
             ("scoring", self.score_pool),
             ("rows", self.run_rows),
             ("ablation", self.ablation),
+            ("variants", self.variants),
             ("report", self.report),
         )
         for name, stage in stages:
@@ -291,26 +316,36 @@ class BenchmarkRun:
         write_anchor_set(anchor_set, self.out / "anchors.jsonl")
         self.results["anchors"] = {"size": len(self.anchors), "strata": anchor_set.strata}
 
-    def _score_ost(self, checkpoint: Path, mode: str, name: str) -> tuple[Path, float, Any]:
+    def _score_ost(
+        self,
+        checkpoint: Path,
+        mode: str,
+        name: str,
+        *,
+        eta: float | None = None,
+        role: str = "proxy",
+    ) -> tuple[Path, float, Any]:
+        """Score the pool with OST `mode` from `checkpoint` (a warm-up of the pretrained `role`)."""
         from ostselect.proxy import load_proxy
         from ostselect.scores import read_provenance, write_scores
         from ostselect.scoring import ScoreConfig, score
 
         c = self.config
+        eta = c.eta if eta is None else eta
+        key = self.scores_key(name, checkpoint, eta=eta, role=role)
+        cached = self._cached_scores(name, key)
+        if cached is not None:
+            return cached
         proxy = load_proxy(checkpoint, params="all")
         config = ScoreConfig(
             mode=mode,
             optimizer=c.optimizer,
-            eta=c.eta,
+            eta=eta,
             batch_size=c.score_batch_size,
             cutoff=min(c.fractions),
             group_field="category",
             seed=c.data_seed,
         )
-        key = self.scores_key(name, checkpoint)
-        cached = self._cached_scores(name, key)
-        if cached is not None:
-            return cached
         t = _timer()
         table = score(self.pool, self.anchors, proxy, config)
         wall = t()
@@ -318,17 +353,25 @@ class BenchmarkRun:
         self._remember_scores(name, key, wall)
         return path, wall, table
 
-    def scores_key(self, name: str, checkpoint: Path) -> dict[str, Any]:
-        """What a scores file depends on; a later run with the same key reuses the file."""
+    def scores_key(
+        self, name: str, checkpoint: Path, *, eta: float | None = None, role: str = "proxy"
+    ) -> dict[str, Any]:
+        """What a scores file depends on; a later run with the same key reuses the file.
+
+        `checkpoint` is the scoring model's folder, `role` the pretrained model it was warmed up
+        from ("proxy", or "target" for the larger-proxy variant), `eta` the SGD step (default:
+        the config's).
+        """
         c = self.config.to_json()
-        fields = ("warmup_lr", "warmup_batch_size", "n_anchors", "optimizer", "eta")
+        fields = ("warmup_lr", "warmup_batch_size", "n_anchors", "optimizer")
         return {
             "scorer": name,
             "checkpoint": str(checkpoint.relative_to(self.out)),
-            "proxy": pretrain_key(self.config, "proxy"),
+            "proxy": pretrain_key(self.config, role),
             "cutoff": min(self.config.fractions),
             "score_batch_size": c["score_batch_size"],
             **{k: c[k] for k in fields},
+            "eta": c["eta"] if eta is None else eta,
         }
 
     def _cached_scores(self, name: str, key: dict[str, Any]) -> tuple[Path, float, Any] | None:
@@ -375,8 +418,14 @@ class BenchmarkRun:
                 path, wall, table = cached
             else:
                 t = _timer()
+                options: dict[str, Any] = {}
+                if name == "judge":  # a rerun answers every sample from the reply cache
+                    (self.out / "scores").mkdir(parents=True, exist_ok=True)
+                    options["cache_path"] = self.out / "scores" / "judge-cache.jsonl"
                 try:
-                    table = run_baseline(name, self.pool, proxy=proxy, anchors=self.anchors)
+                    table = run_baseline(
+                        name, self.pool, proxy=proxy, anchors=self.anchors, **options
+                    )
                 except Exception as err:  # a broken baseline costs its row, not the run
                     self.scorers[name] = {"error": f"{type(err).__name__}: {err}"}
                     self.log(f"baseline {name} failed: {type(err).__name__}: {err}")
@@ -487,6 +536,8 @@ class BenchmarkRun:
         self.pool_by_id = {s.id: s for s in self.pool}
         self.steps_b = c.epochs_a * math.ceil(len(self.pool) / c.finetune_batch_size)
         runs: list[dict[str, Any]] = []
+        # (seed, protocol, subset ids) -> the run that trained it (later stages reuse it too)
+        self.trained: dict[tuple[int, str, tuple[str, ...]], dict[str, Any]] = {}
         for seed in c.seeds:
             trained: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
             for subset in self.subsets(seed):
@@ -512,6 +563,7 @@ class BenchmarkRun:
                     else:
                         done[protocol] = self.train_and_evaluate(subset, protocol, seed)
                         trained[(protocol, tuple(subset.ids))] = done[protocol]
+                        self.trained[(seed, protocol, tuple(subset.ids))] = done[protocol]
                     r = done[protocol]
                     runs.append(r)
                     self.log(
@@ -568,6 +620,110 @@ class BenchmarkRun:
             )
             self.log(f"ablation warm-up {pct(frac)}: AUROC {info['auroc']:.3f}, acc {mean:.3f}")
         self.results["ablation"] = rows
+
+    def _warm_target_as_proxy(self) -> tuple[Path, float]:
+        """The pretrained target, warmed up exactly like the proxy (same share, lr, batch, seed)."""
+        if self.target_proxy is not None:
+            return self.target_proxy
+        from ostselect.proxy import load_proxy
+        from ostselect.proxy.warmup import WarmupConfig, warmup
+
+        c = self.config
+        frac = c.warmup_fraction
+        if frac == 0:
+            self.target_proxy = (self.target_dir, 0.0)
+            return self.target_proxy
+        t = _timer()
+        model = load_proxy(self.target_dir, params="all")
+        cfg = WarmupConfig(
+            fraction=frac,
+            lr=c.warmup_lr,
+            batch_size=c.warmup_batch_size,
+            epochs=1,
+            seed=c.data_seed,
+        )
+        folder = self.out / "models" / f"target-as-proxy-warm{pct(frac)}"
+        folder, _ = warmup(model, self.pool, folder, cfg)
+        self.target_proxy = (folder, t())
+        self.log(f"warm-up of the target as proxy {pct(frac)}: {self.target_proxy[1]}s")
+        return self.target_proxy
+
+    def variants(self) -> None:
+        """Each `config.variants` entry: OST-exact scores (another eta, or the target as proxy),
+        its top min(fractions) (balanced if asked), the target under Protocol B on every seed."""
+        c = self.config
+        self.results["variants"] = []
+        if not c.variants:
+            return
+        fraction = min(c.fractions)
+        rows = []
+        for v in c.variants:
+            t = _timer()
+            scorer = variant_scorer(v, c)
+            eta = c.eta if v.eta is None else v.eta
+            if v.proxy == "target":
+                ckpt, warm_s = self._warm_target_as_proxy()
+            else:
+                ckpt, warm_s = self.checkpoints[c.warmup_fraction]
+            if scorer not in self.score_paths:  # the main ost-exact scores are reused as they are
+                path, wall, table = self._score_ost(ckpt, "exact", scorer, eta=eta, role=v.proxy)
+                self._record_scorer(scorer, path, wall, warm_s, table)
+            info = self.scorers[scorer]
+            ids = _top_ids(self.score_paths[scorer], self.pool, fraction, v.balance_by)
+            method = variant_method(v, c)
+            row = f"OST-exact {pct(fraction)} ({v.name})"
+            subset = Subset(
+                row, method, fraction, ids, selection_s=round(info["scoring_s"] + warm_s, 2)
+            )
+            accs = []
+            for seed in c.seeds:
+                same = self.trained.get((seed, "B", tuple(ids)))
+                if same is not None:  # deterministic training: the same subset, the same run
+                    r = {
+                        **same,
+                        "row": row,
+                        "method": method,
+                        "selection_s": subset.selection_s,
+                        "same_subset_as": same["row"],
+                    }
+                else:
+                    r = self.train_and_evaluate(subset, "B", seed)
+                    self.trained[(seed, "B", tuple(ids))] = r
+                r["variant"] = v.name
+                self.results["runs"].append(r)
+                accs.append(r["accuracy"])
+                self.log(f"seed {seed} B {row}: acc {r['accuracy']:.3f}")
+            mean, std = mean_std(accs)
+            kept_per_category: dict[str, int] = {}
+            for i in ids:
+                cat = str(self.pool_by_id[i].extra.get("category"))
+                kept_per_category[cat] = kept_per_category.get(cat, 0) + 1
+            rows.append(
+                {
+                    "name": v.name,
+                    "scorer": scorer,
+                    "method": method,
+                    "row": row,
+                    "eta": eta,
+                    "proxy": v.proxy,
+                    "checkpoint": str(ckpt.relative_to(self.out)),
+                    "balance_by": v.balance_by,
+                    "warmup_s": warm_s,
+                    "scoring_s": info["scoring_s"],
+                    "auroc": info["auroc"],
+                    "precision": info["precision_at"][pct(fraction)],
+                    "noisy_share": sum(self.noise[i] != CLEAN for i in ids) / len(ids),
+                    "kept_per_category": dict(sorted(kept_per_category.items())),
+                    "accuracy_mean": mean,
+                    "accuracy_std": std,
+                    "accuracy_seeds": accs,
+                    "seeds": list(c.seeds),
+                    "fraction": fraction,
+                    "wall_s": t(),
+                }
+            )
+            self.log(f"variant {v.name}: AUROC {info['auroc']:.3f}, acc {mean:.3f}")
+        self.results["variants"] = rows
 
     def report(self) -> None:
         if not self.config.report or "ost-exact" not in self.score_paths:

@@ -3,6 +3,8 @@
 Rows are (subset, protocol) pairs with accuracy mean and std over seeds. "Compute" is wall time in
 seconds on the machine that ran it: selection (proxy warm-up + scoring, zero for Full-SFT, the
 oracle and Random) plus target training. Pretraining is shared by every row and left out.
+Rows of the OST variants stage carry `variant` (their name); they get their own table and stay out
+of the main table and the accuracy-vs-fraction plot.
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ def aggregate_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "train_s": round(train_s, 2),
                 "selection_s": rs[0]["selection_s"],
                 "compute_s": round(train_s + rs[0]["selection_s"], 2),
+                **({"variant": rs[0]["variant"]} if "variant" in rs[0] else {}),
             }
         )
     return out
+
+
+def main_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the main table (the OST variants have a table of their own)."""
+    return [r for r in rows if "variant" not in r]
 
 
 def _fmt_acc(mean: float, std: float, n_seeds: int) -> str:
@@ -66,8 +74,8 @@ def _scorer_of(method: str) -> str | None:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """The main table (both protocols side by side) plus the scorer and ablation tables."""
-    rows = results["rows"]
+    """The main table (both protocols side by side) plus the scorer, ablation and variant tables."""
+    rows = main_rows(results["rows"])
     by = {(r["row"], r["protocol"]): r for r in rows}
     names = list(dict.fromkeys(r["row"] for r in rows))
     scorers = results.get("scorers", {})
@@ -132,7 +140,35 @@ def markdown_table(results: dict[str, Any]) -> str:
                 f"{_fmt_acc(r['accuracy_mean'], r['accuracy_std'], len(r['seeds']))} "
                 f"(k={round(100 * r['fraction'])}%) |"
             )
+    out += variants_table(results.get("variants") or [])
     return "\n".join(out) + "\n"
+
+
+def variants_table(variants: Sequence[dict[str, Any]]) -> list[str]:
+    """The OST variants stage: one line per variant (OST-exact top k, Protocol B, every seed)."""
+    if not variants:
+        return []
+    k = round(100 * variants[0]["fraction"])
+    out = ["", f"## OST variants (OST-exact top {k}%, Protocol B)", ""]
+    out.append(
+        "| variant | scorer | scoring s | noise AUROC | clean P@k | noisy share "
+        "| kept per category | acc B (%) |"
+    )
+    out.append("|---|---|---|---|---|---|---|---|")
+    for v in variants:
+        kept = ", ".join(f"{c} {n}" for c, n in v["kept_per_category"].items())
+        out.append(
+            f"| {v['name']} | {v['scorer']} (eta {v['eta']:g}, {v['proxy']}) "
+            f"| {v['scoring_s']:.1f} | {v['auroc']:.3f} | {v['precision']:.2f} "
+            f"| {100 * v['noisy_share']:.0f}% | {kept} "
+            f"| {_fmt_acc(v['accuracy_mean'], v['accuracy_std'], len(v['seeds']))} |"
+        )
+    out += [
+        "",
+        "Clean P@k ranks the scorer's plain top k; noisy share and kept per category describe the "
+        "subset the variant trained on (balanced if the variant balances).",
+    ]
+    return out
 
 
 def _pk_keys(scorers: dict[str, Any]) -> list[str]:
@@ -156,7 +192,7 @@ def plot_accuracy_vs_fraction(results: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, protocol in zip(axes, ("A", "B"), strict=True):
-        rows = [r for r in results["rows"] if r["protocol"] == protocol]
+        rows = [r for r in main_rows(results["rows"]) if r["protocol"] == protocol]
         refs = {r["method"]: r for r in rows if r["method"] in ("full", "clean")}
         if "full" in refs:
             ax.axhline(100 * refs["full"]["accuracy_mean"], color="k", ls="--", label="Full-SFT")

