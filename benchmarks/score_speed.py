@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         u_exact = np.array([o.utility for o in exact])
         diff = np.abs(u_naive - u_exact)
         print(
-            f"  params {label:14s} naive {args.naive_n / t_naive:7.2f} samples/s | exact "
-            f"{args.naive_n / t_exact:7.2f} samples/s | exact/naive {t_naive / t_exact:5.2f}x | "
+            f"  params {label:14s} naive {args.naive_n / t_naive:7.3g} samples/s | exact "
+            f"{args.naive_n / t_exact:7.3g} samples/s | exact/naive {t_naive / t_exact:5.2f}x | "
             f"max |diff| {diff.max():.2e} (max |u| {np.abs(u_exact).max():.2e}) | exact's "
             f"one-time anchor set-up {t_setup:.1f} s"
         )

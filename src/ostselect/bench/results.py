@@ -191,6 +191,9 @@ def _plt():
 def plot_accuracy_vs_fraction(results: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    every = sorted({r["method"] for r in main_rows(results["rows"])} - {"full", "clean"})
+    palette = plt.get_cmap("tab20").colors
+    color = {m: palette[i % len(palette)] for i, m in enumerate(every)}  # same in both panels
     for ax, protocol in zip(axes, ("A", "B"), strict=True):
         rows = [r for r in main_rows(results["rows"]) if r["protocol"] == protocol]
         refs = {r["method"]: r for r in rows if r["method"] in ("full", "clean")}
@@ -205,12 +208,14 @@ def plot_accuracy_vs_fraction(results: dict[str, Any], path: Path) -> Path:
             ys = [100 * r["accuracy_mean"] for _, r in pts]
             es = [100 * r["accuracy_std"] for _, r in pts]
             style = "-o" if m.startswith("ost") else ("-s" if m == "random" else "--.")
-            ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=m)
+            # hybrid usually picks exact's subset: a hollow, larger marker keeps both visible
+            hollow = {"mfc": "none", "ms": 10} if m == "ost-hybrid" else {}
+            ax.errorbar(xs, ys, yerr=es, fmt=style, capsize=3, label=m, color=color[m], **hollow)
         ax.set_title(f"Protocol {protocol}")
         ax.set_xlabel("data kept (%)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
-    axes[1].legend(fontsize=7, loc="best")
+    axes[1].legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
