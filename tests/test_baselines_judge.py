@@ -363,3 +363,15 @@ def test_local_judge_records_no_rating_and_caches(tiny_judge_dir, tmp_path) -> N
 def test_local_judge_rejects_an_unknown_rating(tiny_judge_dir) -> None:
     with pytest.raises(ValueError, match="rating"):
         make_baseline("judge", model_path=tiny_judge_dir, rating="vibes")
+
+
+def test_local_judge_fails_an_over_long_sample_alone(tiny_judge_dir) -> None:
+    """A prompt longer than the judge's context fails that sample's request, named, and its
+    batch neighbours are still rated."""
+    samples = [qa("ok1", "5"), qa("huge", "2 + 3 = 5. " * 400), qa("ok2", "Answer: 5")]
+    table = run_baseline("judge", samples, model_path=tiny_judge_dir, min_rating_mass=0.0)
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert rows["huge"]["status"] == "request-failed"
+    assert "'huge'" in rows["huge"]["judge_error"] and "context" in rows["huge"]["judge_error"]
+    assert rows["ok1"]["status"] == rows["ok2"]["status"] == "ok"
+    assert 1 <= rows["ok1"]["utility"] <= 10

@@ -142,17 +142,8 @@ class JudgeBaseline(Baseline):
 
     def _request(self, samples: list[Sample]) -> list[tuple[JudgeReply | None, str | None]]:
         """(reply, error) per sample; a failed request is recorded, never raised."""
-        batch = getattr(self.backend, "complete_batch", None)
-        if batch is not None:
-            size = max(1, int(getattr(self.backend, "batch_size", 8)))
-            out: list[tuple[JudgeReply | None, str | None]] = []
-            for begin in range(0, len(samples), size):
-                chunk = samples[begin : begin + size]
-                try:
-                    out.extend((reply, None) for reply in batch(chunk))
-                except JudgeRequestError as exc:
-                    out.extend((None, str(exc)) for _ in chunk)
-            return out
+        if hasattr(self.backend, "complete_batch"):
+            return self._request_batches(samples, max(1, int(self.backend.batch_size)))
 
         def one(sample: Sample) -> tuple[JudgeReply | None, str | None]:
             try:
@@ -162,6 +153,21 @@ class JudgeBaseline(Baseline):
 
         with ThreadPoolExecutor(max_workers=max(1, int(self.backend.concurrency))) as pool:
             return list(pool.map(one, samples))
+
+    def _request_batches(
+        self, samples: list[Sample], size: int
+    ) -> list[tuple[JudgeReply | None, str | None]]:
+        out: list[tuple[JudgeReply | None, str | None]] = []
+        for begin in range(0, len(samples), size):
+            chunk = samples[begin : begin + size]
+            try:
+                out.extend((reply, None) for reply in self.backend.complete_batch(chunk))
+            except JudgeRequestError as exc:
+                if len(chunk) == 1:
+                    out.append((None, str(exc)))
+                else:  # one bad sample must not fail its neighbours: ask them one at a time
+                    out.extend(self._request_batches(chunk, 1))
+        return out
 
     def _score(self, samples: list[Sample]) -> dict[str, list[Any]]:
         keys = [cache_key(s, self.backend.cache_id) for s in samples]

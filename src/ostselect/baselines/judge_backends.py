@@ -260,6 +260,18 @@ class LocalHFJudge:
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _encode(self, sample: Sample, suffix: str = "", room: int = 0) -> list[int]:
+        """The prompt's token ids; a prompt the model cannot read (`room` tokens left for the
+        reply) fails this sample's request instead of the whole run."""
+        ids = self._ids(self.prompt(sample) + suffix)
+        limit = getattr(self.lm.config, "max_position_embeddings", None)
+        if limit is not None and len(ids) + room > limit:
+            raise JudgeRequestError(
+                f"sample {sample.id!r}: the judge prompt has {len(ids)} tokens, over "
+                f"{self.model}'s {limit}-token context"
+            )
+        return ids
+
     def complete(self, sample: Sample) -> JudgeReply:
         return self.complete_batch([sample])[0]
 
@@ -271,15 +283,16 @@ class LocalHFJudge:
     def _greedy(self, sample: Sample) -> JudgeReply:
         import torch
 
-        ids = self.tokenizer(self.prompt(sample), return_tensors="pt", add_special_tokens=False)
+        ids = torch.tensor([self._encode(sample, room=self.max_new_tokens)])
         with torch.no_grad():
             out = self.lm.generate(
-                **ids,
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.eos_token_id,
             )
-        n_in = int(ids["input_ids"].shape[-1])
+        n_in = int(ids.shape[-1])
         new = out[0, n_in:]
         text = self.reply_prefix + self.tokenizer.decode(new, skip_special_tokens=True)
         return JudgeReply(text, n_in, int(new.shape[-1]))
@@ -311,7 +324,7 @@ class LocalHFJudge:
         import torch
 
         digits = self._digit_ids()
-        rows = [self._ids(self.prompt(s) + " 1") for s in samples]
+        rows = [self._encode(s, " 1") for s in samples]
         if any(r[-1] != digits[1] for r in rows):
             raise JudgeRequestError(f"{self.model}: a rating digit does not tokenize alone here")
         prefix, cache = self._shared_prefix()

@@ -531,6 +531,23 @@ class BenchmarkRun:
             "example_output": outputs[0] if outputs else "",
         }
 
+    def train_once(self, subset: Subset, protocol: str, seed: int) -> dict[str, Any]:
+        """`train_and_evaluate`, unless this seed already trained the very same subset under this
+        protocol (hybrid often picks exact's subset): training is deterministic, so that run is
+        this row's run too, relabelled."""
+        key = (seed, protocol, tuple(subset.ids))
+        same = self.trained.get(key)
+        if same is None:
+            self.trained[key] = self.train_and_evaluate(subset, protocol, seed)
+            return self.trained[key]
+        return {
+            **same,
+            "row": subset.row,
+            "method": subset.method,
+            "selection_s": subset.selection_s,
+            "same_subset_as": same["row"],
+        }
+
     def run_rows(self) -> None:
         c = self.config
         self.pool_by_id = {s.id: s for s in self.pool}
@@ -539,31 +556,17 @@ class BenchmarkRun:
         # (seed, protocol, subset ids) -> the run that trained it (later stages reuse it too)
         self.trained: dict[tuple[int, str, tuple[str, ...]], dict[str, Any]] = {}
         for seed in c.seeds:
-            trained: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
             for subset in self.subsets(seed):
                 done: dict[str, dict[str, Any]] = {}
                 is_baseline = subset.method in c.baselines
                 for protocol in PROTOCOLS:
                     if is_baseline and protocol not in c.baseline_protocols:
                         continue
-                    same = trained.get((protocol, tuple(subset.ids)))
                     if subset.method == "full" and "A" in done:
                         # Full-SFT under B trains exactly the steps it trains under A: same run.
                         done[protocol] = {**done["A"], "protocol": protocol}
-                    elif same is not None:
-                        # Another method picked the very same subset: training is deterministic,
-                        # so its run is this row's run too (hybrid often equals exact at k).
-                        done[protocol] = {
-                            **same,
-                            "row": subset.row,
-                            "method": subset.method,
-                            "selection_s": subset.selection_s,
-                            "same_subset_as": same["row"],
-                        }
                     else:
-                        done[protocol] = self.train_and_evaluate(subset, protocol, seed)
-                        trained[(protocol, tuple(subset.ids))] = done[protocol]
-                        self.trained[(seed, protocol, tuple(subset.ids))] = done[protocol]
+                        done[protocol] = self.train_once(subset, protocol, seed)
                     r = done[protocol]
                     runs.append(r)
                     self.log(
@@ -677,18 +680,7 @@ class BenchmarkRun:
             )
             accs = []
             for seed in c.seeds:
-                same = self.trained.get((seed, "B", tuple(ids)))
-                if same is not None:  # deterministic training: the same subset, the same run
-                    r = {
-                        **same,
-                        "row": row,
-                        "method": method,
-                        "selection_s": subset.selection_s,
-                        "same_subset_as": same["row"],
-                    }
-                else:
-                    r = self.train_and_evaluate(subset, "B", seed)
-                    self.trained[(seed, "B", tuple(ids))] = r
+                r = self.train_once(subset, "B", seed)
                 r["variant"] = v.name
                 self.results["runs"].append(r)
                 accs.append(r["accuracy"])
