@@ -11,8 +11,9 @@ the `text_only` flag say so. Token counts come from its tokenizer. Two ways to r
 
 - `expected` (default): one forward pass per sample, no decoding. The rating is the expectation of
   1..10 under the model's next-token probabilities after "Score:", as in G-Eval (Liu et al., 2023):
-  finer than an integer (fewer ties at the top-k cutoff) and ~4.6x cheaper than decoding here. The
-  system prompt's keys/values are computed once and shared by every sample. When less than half
+  finer than an integer (fewer ties at the top-k cutoff) and 3.4x cheaper than decoding here
+  (`benchmarks/judge_speed.py`). The system prompt's keys/values are computed once and shared by
+  every sample. When less than half
   of the probability lies on rating tokens the model did not rate: no score is recorded.
 - `greedy`: decode a reply and parse "Score: N" like the HTTP judge's.
 """
