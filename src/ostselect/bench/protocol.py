@@ -278,31 +278,35 @@ class BenchmarkRun:
                 f"({t()}s)"
             )
 
-    def warm_up(self) -> None:
-        """Proxy checkpoints after each warm-up share of one pool epoch (0% = just pretrained)."""
+    def _warm(self, pretrained: Path, frac: float, name: str) -> tuple[Path, float]:
+        """(checkpoint, seconds): `pretrained` after `frac` of one pool epoch of the benchmark's
+        warm-up (AdamW + cosine, its lr, batch and seed), saved as models/<name>-warm<frac>."""
         from ostselect.proxy import load_proxy
         from ostselect.proxy.warmup import WarmupConfig, warmup
 
+        if frac == 0:
+            return pretrained, 0.0
+        c = self.config
+        t = _timer()
+        cfg = WarmupConfig(
+            fraction=frac,
+            lr=c.warmup_lr,
+            batch_size=c.warmup_batch_size,
+            epochs=1,
+            seed=c.data_seed,
+        )
+        model = load_proxy(pretrained, params="all")
+        folder, _ = warmup(model, self.pool, self.out / "models" / f"{name}-warm{pct(frac)}", cfg)
+        return folder, t()
+
+    def warm_up(self) -> None:
+        """Proxy checkpoints after each warm-up share of one pool epoch (0% = just pretrained)."""
         c = self.config
         self.checkpoints: dict[float, tuple[Path, float]] = {}
         for frac in sorted({c.warmup_fraction, *c.ablation_fractions}):
-            if frac == 0:
-                self.checkpoints[frac] = (self.proxy_dir, 0.0)
-                continue
-            t = _timer()
-            proxy = load_proxy(self.proxy_dir, params="all")
-            cfg = WarmupConfig(
-                fraction=frac,
-                lr=c.warmup_lr,
-                batch_size=c.warmup_batch_size,
-                epochs=1,
-                seed=c.data_seed,
-            )
-            folder, _ = warmup(
-                proxy, self.pool, self.out / "models" / f"proxy-warm{pct(frac)}", cfg
-            )
-            self.checkpoints[frac] = (folder, t())
-            self.log(f"warm-up {pct(frac)}: {self.checkpoints[frac][1]}s")
+            self.checkpoints[frac] = self._warm(self.proxy_dir, frac, "proxy")
+            if frac:
+                self.log(f"warm-up {pct(frac)}: {self.checkpoints[frac][1]}s")
         self.timings["warmup_s"] = self.checkpoints[c.warmup_fraction][1]
 
     def draw_anchors(self) -> None:
@@ -626,29 +630,10 @@ class BenchmarkRun:
 
     def _warm_target_as_proxy(self) -> tuple[Path, float]:
         """The pretrained target, warmed up exactly like the proxy (same share, lr, batch, seed)."""
-        if self.target_proxy is not None:
-            return self.target_proxy
-        from ostselect.proxy import load_proxy
-        from ostselect.proxy.warmup import WarmupConfig, warmup
-
-        c = self.config
-        frac = c.warmup_fraction
-        if frac == 0:
-            self.target_proxy = (self.target_dir, 0.0)
-            return self.target_proxy
-        t = _timer()
-        model = load_proxy(self.target_dir, params="all")
-        cfg = WarmupConfig(
-            fraction=frac,
-            lr=c.warmup_lr,
-            batch_size=c.warmup_batch_size,
-            epochs=1,
-            seed=c.data_seed,
-        )
-        folder = self.out / "models" / f"target-as-proxy-warm{pct(frac)}"
-        folder, _ = warmup(model, self.pool, folder, cfg)
-        self.target_proxy = (folder, t())
-        self.log(f"warm-up of the target as proxy {pct(frac)}: {self.target_proxy[1]}s")
+        if self.target_proxy is None:
+            frac = self.config.warmup_fraction
+            self.target_proxy = self._warm(self.target_dir, frac, "target-as-proxy")
+            self.log(f"warm-up of the target as proxy {pct(frac)}: {self.target_proxy[1]}s")
         return self.target_proxy
 
     def variants(self) -> None:
