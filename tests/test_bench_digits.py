@@ -7,9 +7,12 @@ import pytest
 
 from ostselect.bench.digits import (
     CANVAS,
+    CELL,
+    N_CELLS,
     SPLITS,
     ScanBank,
     compose_image,
+    draw_cells,
     load_scans,
     render_scan,
     split_scans,
@@ -65,15 +68,32 @@ def test_render_scan_keeps_ink_dark_and_paper_white(scans):
     assert patch.min() < 60 and patch.max() == 255
 
 
-@pytest.mark.parametrize("n_digits", [1, 2, 3])
-def test_composed_image_is_small_rgb_with_ink_in_each_cell(scans, n_digits):
-    rng = np.random.default_rng(0)
-    im = compose_image([scans.images[i] for i in range(n_digits)], rng, clutter=True)
+@pytest.mark.parametrize("cells", [(0,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_digit_lies_inside_its_own_cell(scans, cells, seed):
+    """One merged image token sees exactly one 28-px cell, so every digit's ink must stay in its
+    cell and a blank cell must stay blank (checked on the pixels, without clutter)."""
+    rng = np.random.default_rng(seed)
+    im = compose_image([scans.images[i] for i in range(len(cells))], rng, cells=cells)
     assert im.size == CANVAS and im.mode == "RGB"
     gray = np.asarray(im)[:, :, 0]
-    dark_columns = np.flatnonzero((gray < 100).any(axis=0))
-    # digits are placed left to right around the centre: ink spans about n_digits cells
-    assert dark_columns.max() - dark_columns.min() >= max(5, 28 * (n_digits - 1))
+    for cell in range(N_CELLS):
+        block = gray[:, cell * CELL : (cell + 1) * CELL]
+        if cell in cells:
+            assert (block < 100).any(), f"no ink in occupied cell {cell}"
+        else:
+            assert block.min() == 255, f"ink in blank cell {cell}"
+    for cell in cells:  # the digit alone, drawn on a blank canvas, stays in its cell
+        solo = compose_image([scans.images[0]], np.random.default_rng(seed), cells=(cell,))
+        ink = np.flatnonzero((np.asarray(solo)[:, :, 0] < 255).any(axis=0))
+        assert cell * CELL <= ink.min() and ink.max() < (cell + 1) * CELL
+
+
+def test_draw_cells_are_ascending_and_distinct():
+    rng = np.random.default_rng(0)
+    seen = {draw_cells(2, rng) for _ in range(100)}
+    assert seen == {(0, 1), (0, 2), (1, 2)}
+    assert draw_cells(3, rng) == (0, 1, 2)
 
 
 def test_compose_rejects_too_many_digits(scans):

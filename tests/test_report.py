@@ -88,7 +88,8 @@ def test_html_is_self_contained_and_complete(tmp_path, inputs):
     assert html.count('<article class="card') == 6 + 12
     assert html.count('class="thumb"') >= 10
     assert "tiny-qwen2-vl" in html and "kept at cutoff 20%" in html
-    assert html.count("data:image/png;base64,") == 3
+    assert 'id="fig-coverage"' in html and "Coverage by anchor group" in html
+    assert html.count("data:image/png;base64,") == 4
 
 
 def test_cutoff_count_marks_the_right_samples(tmp_path, inputs):
@@ -150,3 +151,34 @@ def test_report_from_pool_file_via_cli(tmp_path, inputs):
         app, ["report", "--pool", str(pool_path), "--scores", str(scores), "--cutoff", "lots"]
     )
     assert bad.exit_code == 2 and "--cutoff" in bad.output
+
+
+@pytest.mark.parametrize("fmt", ["html", "md"])
+def test_hidden_tags_on_cards_and_alerts_first(tmp_path, fmt):
+    """Benchmarks show each card's evaluation-only label (marked as such) and open with alerts."""
+    pool = make_pool(20)
+    scores = make_scores_file(tmp_path / "s.parquet", pool)
+    hidden = {s.id: ("misread" if i % 4 == 0 else "clean") for i, s in enumerate(pool)}
+    out = build_report(
+        scores,
+        pool,
+        tmp_path / f"r.{fmt}",
+        cutoff="20%",
+        top_n=4,
+        bottom_n=4,
+        format=fmt,
+        hidden_tags=hidden,
+        hidden_label="noise (hidden; benchmark only)",
+        alerts=["Competence gate failed: clean-only"],
+    )
+    text = out.read_text()
+    assert text.index("Competence gate failed") < text.index("Top ")  # before any section
+    if fmt == "html":
+        assert 'class="alert"' in text
+        assert text.count('class="tag hidden"') == 8  # every top and bottom card
+        assert "noise (hidden; benchmark only): misread" in text
+    else:
+        assert "`hidden label: misread`" in text
+    plain = build_report(scores, pool, tmp_path / f"p.{fmt}", format=fmt).read_text()
+    assert 'class="tag hidden"' not in plain and "hidden label" not in plain
+    assert "Competence gate" not in plain

@@ -1,7 +1,7 @@
 """`BenchConfig`: every knob of a DigitMath benchmark run, with the three presets we ship.
 
 - `full_config()`: `ost bench run` (the committed docs/results): k = 20% and 50%, every baseline
-  (the LLM judge included) and the OST variants stage.
+  (the LLM judge included) and the set-level policy rows.
 - `demo_config()`: `ost demo` / `make demo`, <= 10 minutes on 2 CPU cores.
 - `mini_config()`: the end-to-end test, a minute or two.
 
@@ -86,26 +86,30 @@ class BenchConfig:
     # data
     n_pool: int = 1000
     n_heldout: int = 300
-    n_test: int = 300
+    n_test: int = 2000  # binomial error at p = 0.6 is 1.1 points (2.3 at 300 items and p = 0.2)
     n_pretrain: int = 2000
+    n_facts: int = 4000  # text-only arithmetic problems mixed into LM pretraining
     noise_rate: float = DEFAULT_NOISE_RATE
     noise_mix: dict[str, float] | None = None
     clutter: float = 0.3
     data_seed: int = 0
-    # models ("pretraining" on captions teaches both to read; every parameter trains there)
+    # models: a frozen per-cell digit reader, then the LM on captions + arithmetic facts
     proxy: ModelDims = field(default_factory=ModelDims)
     target: ModelDims = field(
         default_factory=lambda: ModelDims(hidden=96, intermediate=192, layers=4)
     )
-    vision_pretrain_epochs: int = 8  # digit classification per image token (the "encoder")
+    vision_pretrain_epochs: int = 8  # (cell, digit-or-blank) per image token: the "encoder"
     vision_pretrain_lr: float = 3e-3
-    pretrain_epochs: int = 12  # captions, every parameter trains
+    pretrain_epochs: int = 4  # captions + facts, language model only
     pretrain_lr: float = 1e-3
-    pretrain_batch_size: int = 8
-    # proxy warm-up (language model only, AdamW + cosine over one pool epoch)
+    pretrain_batch_size: int = 16
+    # proxy warm-up (language model only, AdamW + cosine over one pool epoch). Batch 4 and a 1%
+    # ramp make the 5% point ~12 optimizer steps, 10 of them after the ramp: a trained proxy,
+    # not the pretrained one (at batch 8 and a 3% ramp it was 7 steps, inside a 6-step ramp).
     warmup_fraction: float = 0.05
     warmup_lr: float = 1e-3
-    warmup_batch_size: int = 8
+    warmup_batch_size: int = 4
+    warmup_ramp: float = 0.01
     # OST scoring
     n_anchors: int = 100
     modes: tuple[str, ...] = ("exact", "first-order", "hybrid")
@@ -115,15 +119,19 @@ class BenchConfig:
     # selection and baselines (noise metrics are reported at every fraction listed here)
     fractions: tuple[float, ...] = (0.2, 0.5)
     baselines: tuple[str, ...] = ("loss", "ifd", "grand", "el2n", "less", "deita")
+    # Set-level policies trained at min(fractions) for OST-exact and the best baseline, beside
+    # their plain top-k rows: separates what coverage buys from what noise filtering buys.
+    policies: tuple[str, ...] = ("balanced", "coverage")
     # Baseline rows train under these protocols only (B is the paper's headline comparison;
     # training every baseline under A too would add ~40% to the run).
     baseline_protocols: tuple[str, ...] = ("B",)
+    protocols: tuple[str, ...] = ("A", "B")  # which protocols the main rows train under
     # target fine-tuning and evaluation
     finetune_lr: float = 2e-3
     finetune_batch_size: int = 16
-    epochs_a: int = 4  # Protocol A: this many passes over each subset
-    # Protocol B: every row trains the steps Full-SFT takes under Protocol A (epochs_a full-pool
-    # epochs), so a 20% subset gets 5x the epochs.
+    epochs_a: int = 6  # Protocol A: this many passes over each subset
+    # Protocol B: every row trains exactly the steps Full-SFT takes under Protocol A (epochs_a
+    # full-pool epochs), so a 20% subset gets 5x the epochs.
     seeds: tuple[int, ...] = (0, 1, 2)
     max_new_tokens: int = 40
     eval_batch_size: int = 50
@@ -133,7 +141,9 @@ class BenchConfig:
     # OST variants (eta, proxy, balanced selection): OST-exact top min(fractions), Protocol B,
     # every seed; a separate table, not rows of the main one
     variants: tuple[OSTVariant, ...] = ()
-    threads: int = 1
+    threads: int = 1  # torch threads per process
+    workers: int = 2  # processes for pretraining and fine-tuning jobs (results do not depend on it)
+    cache_dir: str | None = None  # pretrained models (default: bench.cache.cache_root())
     report: bool = True
 
     def to_json(self) -> dict[str, Any]:
@@ -143,39 +153,32 @@ class BenchConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-FULL_VARIANTS = (
-    OSTVariant("eta 0.02", eta=0.02),
-    OSTVariant("target as proxy", proxy="target"),
-    OSTVariant("balanced by category", balance_by="category"),
-)
-
-
 def full_config() -> BenchConfig:
     """The committed benchmark (`ost bench run`): k = 20% and 50%, every baseline (the judge
-    included), 3 epochs (Protocol A) / 189 steps (B), 3 seeds, the warm-up ablation on seed 0, and
-    the OST variants (eta 0.02, the target as proxy, category-balanced top 20%) on every seed."""
+    included), the balanced and coverage policies for OST-exact and the best baseline, 6 epochs
+    (Protocol A) / 378 steps (B), 3 seeds, a 2,000-item test split."""
     return BenchConfig(
+        modes=("exact", "first-order"),  # hybrid re-scored 999 of 1,000 exactly here: no row
         fractions=(0.2, 0.5),
         baselines=ALL_BASELINES,
-        epochs_a=3,
-        ablation_seeds=1,
-        variants=FULL_VARIANTS,
+        ablation_fractions=(),
     )
 
 
 def demo_config() -> BenchConfig:
-    """`ost demo`: the same protocol on a 400-sample pool, top-20% only, OST exact and first-order,
-    the loss baseline, 2 seeds, no warm-up ablation (~6.5 CPU minutes on one thread)."""
+    """`ost demo`: the full run's pretrained models (one cache entry) and Protocol B on a
+    500-sample pool: top-20% of OST-exact (plain and coverage-aware) and of the loss baseline,
+    Random, Full-SFT and Clean-only, 2 seeds (<= 10 minutes on 2 cores)."""
     return BenchConfig(
-        n_pool=400,
+        n_pool=500,
         n_heldout=150,
-        n_test=150,
-        n_pretrain=1200,
-        pretrain_epochs=8,
+        modes=("exact",),
         n_anchors=50,
-        modes=("exact", "first-order"),
+        epochs_a=12,  # 384 Protocol B steps, as many as the full run's 378
+        protocols=("B",),
         fractions=(0.2,),
         baselines=("loss",),
+        policies=("coverage",),
         seeds=(0, 1),
         ablation_fractions=(),
         report=True,
@@ -189,7 +192,8 @@ def mini_config() -> BenchConfig:
         n_pool=48,
         n_heldout=20,
         n_test=10,
-        n_pretrain=32,
+        n_pretrain=40,
+        n_facts=16,
         proxy=tiny,
         target=tiny,
         vision_pretrain_epochs=1,
@@ -203,10 +207,8 @@ def mini_config() -> BenchConfig:
         max_new_tokens=8,
         ablation_fractions=(0.0, 0.25),
         ablation_seeds=1,
-        variants=(
-            OSTVariant("balanced by category", balance_by="category"),
-            OSTVariant("target as proxy", proxy="target"),
-        ),
+        variants=(OSTVariant("target as proxy", proxy="target"),),
+        workers=1,
         report=False,
     )
 

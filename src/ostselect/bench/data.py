@@ -35,6 +35,7 @@ from ostselect.bench.digits import (
     SPLITS,
     ScanBank,
     compose_image,
+    draw_cells,
     load_scans,
     split_scans,
 )
@@ -52,7 +53,7 @@ from ostselect.data.writers import write_samples
 
 MANIFEST = "digitmath.json"
 NOISE_SIDECAR_SUFFIX = ".noise.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one digit per 28-px cell (cells recorded)
 _SPLIT_SEED_CODE = {name: i + 1 for i, name in enumerate(SPLITS)}
 
 
@@ -109,6 +110,7 @@ class _Problem:
     text: str
     answer: str
     image: str
+    cells: tuple[int, ...] = ()
     noise: str = noise_mod.CLEAN
     shown_digits: tuple[int, ...] | None = None  # digits the text talks about, when noisy
     donor: str | None = None
@@ -145,8 +147,12 @@ def _make_problems(
         pid = f"{split}-{i:05d}"
         digits = draw_digits(category, rng)
         scans = tuple(bank.draw(d, rng) for d in digits)
+        cells = draw_cells(len(digits), rng)
         image = compose_image(
-            [bank.scans.images[s] for s in scans], rng, clutter=rng.random() < clutter
+            [bank.scans.images[s] for s in scans],
+            rng,
+            cells=cells,
+            clutter=rng.random() < clutter,
         )
         rel = f"images/{pid}.png"
         image.save(images_dir / f"{pid}.png", format="PNG")
@@ -163,6 +169,7 @@ def _make_problems(
                 text=solution_text(category, digits),
                 answer=answer,
                 image=rel,
+                cells=cells,
             )
         )
     return problems
@@ -211,7 +218,12 @@ def _sample(p: _Problem, root: Path, *, hidden: bool) -> Sample:
     """The record as a `Sample`; pool samples (`hidden`) carry only what a scorer may see."""
     extra: dict[str, Any] = {"category": p.category}
     if not hidden:
-        extra |= {"answer": p.answer, "scans": list(p.scans)}
+        extra |= {
+            "answer": p.answer,
+            "digits": list(p.digits),
+            "scans": list(p.scans),
+            "cells": list(p.cells),
+        }
     return Sample(
         id=p.id,
         turns=[Turn("user", IMAGE_PLACEHOLDER + p.question), Turn("assistant", p.text)],
@@ -298,6 +310,7 @@ def make_digitmath(
                 "digits": list(p.digits),
                 "shown_digits": list(p.shown_digits if p.shown_digits is not None else p.digits),
                 "scans": list(p.scans),
+                "cells": list(p.cells),
                 **({"donor": p.donor} if p.donor else {}),
             }
             for p in problems["pool"]

@@ -24,6 +24,7 @@ DEFAULT_SCAN_FRACTIONS: Mapping[str, float] = {
 }
 CANVAS = (84, 28)  # width, height: three 28-px cells; every problem image has this size
 CELL = 28
+N_CELLS = CANVAS[0] // CELL
 DIGIT_SIZE = (18, 24)  # inclusive range of the upscaled digit's side, in pixels
 JITTER = 2  # max offset of a digit from its cell centre, in pixels
 SCAN_MAX = 16.0  # load_digits ink value at full darkness
@@ -126,31 +127,44 @@ def _add_clutter(canvas: np.ndarray, rng: np.random.Generator) -> None:
                 canvas[y, x] = min(canvas[y, x], shade)
 
 
+def draw_cells(n: int, rng: np.random.Generator) -> tuple[int, ...]:
+    """Which of the `N_CELLS` cells hold the `n` digits, left to right (blank cells stay empty)."""
+    if not 1 <= n <= N_CELLS:
+        raise ValueError(f"can place 1..{N_CELLS} digits, got {n}")
+    return tuple(sorted(int(c) for c in rng.choice(N_CELLS, size=n, replace=False)))
+
+
 def compose_image(
     scans: Sequence[np.ndarray],
     rng: np.random.Generator,
     *,
+    cells: Sequence[int] | None = None,
     clutter: bool = False,
 ) -> Image.Image:
-    """Place 1-3 scans left to right on a white `CANVAS`, each resized and jittered; RGB output.
+    """Place 1-3 scans on a white `CANVAS`, one per 28-px cell, resized and jittered; RGB output.
 
-    Fewer than three digits are centred, so the reading order is always left to right.
+    Every digit lies entirely inside its own cell (`cells`, ascending; default: the leftmost
+    ones), because a merged image token of the benchmark VLMs sees exactly one cell: a digit that
+    straddled two cells would be half-seen by two tokens and read by neither.
     """
     width, height = CANVAS
     n = len(scans)
-    if not 1 <= n <= width // CELL:
-        raise ValueError(f"can place 1..{width // CELL} digits, got {n}")
+    cells = tuple(range(n)) if cells is None else tuple(int(c) for c in cells)
+    if not 1 <= n <= N_CELLS or len(cells) != n:
+        raise ValueError(f"can place 1..{N_CELLS} digits, one per cell; got {n} for cells {cells}")
+    if list(cells) != sorted(set(cells)) or not all(0 <= c < N_CELLS for c in cells):
+        raise ValueError(f"cells must be distinct, ascending and in 0..{N_CELLS - 1}, got {cells}")
     canvas = np.full((height, width), 255, dtype=np.uint8)
-    left = (width - n * CELL) // 2
-    for k, scan in enumerate(scans):
+    for cell, scan in zip(cells, scans, strict=True):
         size = int(rng.integers(DIGIT_SIZE[0], DIGIT_SIZE[1] + 1))
         patch = render_scan(scan, size)
-        x = left + k * CELL + (CELL - size) // 2 + int(rng.integers(-JITTER, JITTER + 1))
+        left = cell * CELL
+        x = left + (CELL - size) // 2 + int(rng.integers(-JITTER, JITTER + 1))
         y = (height - size) // 2 + int(rng.integers(-JITTER, JITTER + 1))
-        x = min(max(x, 0), width - size)
+        x = min(max(x, left), left + CELL - size)
         y = min(max(y, 0), height - size)
         region = canvas[y : y + size, x : x + size]
-        np.minimum(region, patch, out=region)  # darker wins: overlapping margins stay clean
+        np.minimum(region, patch, out=region)
     if clutter:
         _add_clutter(canvas, rng)
     return Image.fromarray(canvas).convert("RGB")

@@ -28,6 +28,7 @@ class Accuracy:
     per_category: dict[str, float] = field(default_factory=dict)
     n_per_category: dict[str, int] = field(default_factory=dict)
     n_unanswered: int = 0  # outputs with no extractable 'Answer: n'
+    correct: tuple[int, ...] = ()  # 1/0 per graded output, in order (paired statistics)
 
 
 def _normalize(answer: str) -> str:
@@ -66,6 +67,7 @@ def exact_match(
         per_category={c: float(np.mean(v)) for c, v in sorted(per.items())},
         n_per_category={c: len(v) for c, v in sorted(per.items())},
         n_unanswered=sum(e is None for e in extracted),
+        correct=tuple(int(c) for c in correct),
     )
 
 

@@ -141,10 +141,15 @@ def misread(category: str, digits: Sequence[int], rng: np.random.Generator) -> s
 
 
 def truncated(text: str, rng: np.random.Generator) -> str:
-    """`text` cut at a random word boundary after the digits sentence and before 'Answer:'."""
+    """`text` cut at a random word boundary after the digits sentence and before 'Answer:'.
+
+    The digits sentence ("The digits are 3, 5 and 2.") is always kept whole: a cut inside it would
+    make a misread-like sample rather than an unfinished one.
+    """
     body = text.split(" Answer:")[0]
     words = body.split(" ")
-    first = len(digits_sentence([0]).split(" "))  # keep at least 'The digits are d'
+    end = body.find(". ")
+    first = len(body[: end + 1].split(" ")) if end >= 0 else len(words)
     cut = int(rng.integers(first, len(words))) if len(words) > first else first
     return " ".join(words[:cut])
 

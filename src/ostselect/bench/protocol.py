@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ostselect.bench.config import BenchConfig, OSTVariant
+from ostselect.bench.jobs import train_job
 from ostselect.bench.metrics import mean_std, noise_auroc, noise_auroc_by_type, precision_at_k
 from ostselect.bench.noise import CLEAN
 from ostselect.data.sample import Sample
@@ -44,17 +45,15 @@ class Subset:
     fraction: float
     ids: list[str]
     selection_s: float = 0.0
+    policy: str = "topk"  # "topk", "balanced" (by category) or "coverage" (anchor groups)
 
 
-PRETRAIN_RECORD = "bench_pretrain.json"
-# The settings that determine a pretrained checkpoint; another run with the same values reuses it.
+# The settings that determine a pretrained checkpoint; another run with the same values reuses it
+# from the cache (`bench.cache`). The pool does not change it (the tokenizer is trained on
+# captions, facts and the task wording, `pretrain.tokenizer_extras`): demo and full runs share it.
 PRETRAIN_FIELDS = (
-    "n_pool",
-    "n_heldout",
-    "n_test",
     "n_pretrain",
-    "noise_rate",
-    "noise_mix",
+    "n_facts",
     "clutter",
     "data_seed",
     "vision_pretrain_epochs",
@@ -64,12 +63,20 @@ PRETRAIN_FIELDS = (
     "pretrain_batch_size",
     "threads",
 )
+N_DIAG = 100  # held-out captions for the reader and caption-reading gates
 
 
 def pretrain_key(config: BenchConfig, role: str) -> dict[str, Any]:
-    """What a pretrained `role` model depends on (the tokenizer corpus includes the pool)."""
+    """What a pretrained `role` model depends on, including the pretraining code's version."""
+    from ostselect.bench.cache import MODELS_VERSION
+
     d = config.to_json()
-    return {"role": role, "dims": d[role], **{k: d[k] for k in PRETRAIN_FIELDS}}
+    return {
+        "role": role,
+        "version": MODELS_VERSION,
+        "dims": d[role],
+        **{k: d[k] for k in PRETRAIN_FIELDS},
+    }
 
 
 def pct(fraction: float) -> str:
@@ -105,12 +112,25 @@ def _utilities(table: Any) -> dict[str, float]:
 
 
 def _top_ids(
-    scores_path: Path, pool: Sequence[Sample], fraction: float, balance_by: str | None = None
+    scores_path: Path,
+    pool: Sequence[Sample],
+    fraction: float,
+    balance_by: str | None = None,
+    *,
+    policy: str = "topk",
 ) -> list[str]:
+    """The kept ids at `fraction`: plain top-k, "balanced" (top-k per category, the pool's
+    proportions) or "coverage" (the coverage-aware policy over the per-anchor-group utilities)."""
     from ostselect.select import SelectionPolicy, select
 
-    policy = SelectionPolicy(top=pct(fraction), balance_by=balance_by)
-    return select(scores_path, pool, policy).kept_ids
+    if policy == "balanced":
+        balance_by = balance_by or "category"
+    chosen = SelectionPolicy(
+        top=pct(fraction),
+        balance_by=balance_by,
+        policy="coverage" if policy == "coverage" else "topk",
+    )
+    return select(scores_path, pool, chosen).kept_ids
 
 
 def variant_scorer(variant: OSTVariant, config: BenchConfig) -> str:
@@ -161,19 +181,28 @@ class BenchmarkRun:
             ("anchors", self.draw_anchors),
             ("scoring", self.score_pool),
             ("rows", self.run_rows),
+            ("policies", self.policies),
             ("ablation", self.ablation),
             ("variants", self.variants),
-            ("report", self.report),
         )
-        for name, stage in stages:
-            t = _timer()
-            stage()
-            self.timings[f"stage_{name}_s"] = t()
-        self.timings["total_s"] = total()
+        from ostselect.bench.jobs import JobRunner
+
+        self.jobs = JobRunner(self.config.workers, self.config.threads)
+        try:
+            for name, stage in stages:
+                t = _timer()
+                stage()
+                self.timings[f"stage_{name}_s"] = t()
+        finally:
+            self.jobs.close()
         results = self.results
         results["scorers"] = self.scorers
-        results["timings"] = self.timings
         results["rows"] = aggregate_rows(results["runs"])
+        t = _timer()
+        self.report()  # after the rows: it opens with the gates
+        self.timings["stage_report_s"] = t()
+        self.timings["total_s"] = total()
+        results["timings"] = self.timings
         return results
 
     # ---- stages ------------------------------------------------------------------------------
@@ -208,74 +237,56 @@ class BenchmarkRun:
         self.log(f"data: pool {len(self.pool)}, test {len(self.test)} ({self.timings['data_s']}s)")
 
     def pretrain_models(self) -> None:
-        """Teach the proxy and the target to read digits from captions (all parameters train)."""
-        from ostselect.bench.models import ALL_PARAMS_REGEX, build_bench_model
-        from ostselect.bench.pretrain import pretrain_vision
-        from ostselect.bench.target import caption_accuracy, train_model
-        from ostselect.proxy import load_proxy
+        """Pretrain the proxy and the target (frozen digit reader, then the language model on
+        captions + arithmetic facts), or reuse them from the cache; record the gate measures."""
+        from ostselect.bench.cache import cache_root, cached_result, model_folder, write_record
+        from ostselect.bench.jobs import pretrain_job
 
         c = self.config
-        corpus = [t.content for s in (*self.pretrain, *self.pool, *self.heldout) for t in s.turns]
-        n_diag = min(100, len(self.pretrain) // 10)
-        train, diag = self.pretrain[n_diag:], self.pretrain[:n_diag]
+        root = cache_root(c.cache_dir)
         self.results["pretrain"] = {}
+        todo: list[tuple[str, dict[str, Any], Path]] = []
         for role, dims in (("proxy", c.proxy), ("target", c.target)):
             key = pretrain_key(c, role)
-            folder = self.out / "models" / f"{role}-pretrained"
-            record = folder / PRETRAIN_RECORD
-            if record.is_file():
-                saved = json.loads(record.read_text())
-                if saved.get("key") == key:  # the same deterministic stage already ran here
-                    self.results["pretrain"][role] = {**saved["result"], "reused": True}
-                    setattr(self, f"{role}_dir", folder)
-                    self.log(f"pretrained {role}: reusing {folder} (same data and settings)")
-                    continue
-            t = _timer()
-            raw = build_bench_model(
-                self.out / "models" / f"{role}-random",
-                text=dims.text(),
-                vision=dims.vision(),
-                corpus=corpus,
-                seed=c.data_seed,
-                role=role,
-            )
-            model = load_proxy(raw, params=ALL_PARAMS_REGEX)
-            vision = pretrain_vision(
-                model,
-                train,
-                epochs=c.vision_pretrain_epochs,
-                lr=c.vision_pretrain_lr,
-                seed=c.data_seed,
-            )
-            run = train_model(
-                model,
-                train,
-                lr=c.pretrain_lr,
-                batch_size=c.pretrain_batch_size,
-                epochs=c.pretrain_epochs,
-                seed=c.data_seed,
-            )
-            reading = caption_accuracy(model, diag) if diag else math.nan
-            folder = model.save(self.out / "models" / f"{role}-pretrained")
-            shutil.rmtree(raw)
-            n_params = sum(p.numel() for p in model.model.parameters())
-            self.results["pretrain"][role] = {
-                "parameters": n_params,
-                "vision": vision,
-                "steps": run.steps,
-                "first_loss": run.first_loss,
-                "last_loss": run.last_loss,
-                "caption_accuracy": reading,
-                "wall_s": t(),
-            }
-            record.write_text(
-                json.dumps({"key": key, "result": self.results["pretrain"][role]}, indent=1)
-            )
+            folder = model_folder(root, role, key)
             setattr(self, f"{role}_dir", folder)
+            saved = cached_result(folder, key)
+            if saved is not None:
+                self.results["pretrain"][role] = {**saved, "reused": str(folder)}
+                self.log(f"pretrained {role}: reusing {folder} (same data, sizes and settings)")
+                continue
+            spec = {
+                "role": role,
+                "out": str(folder.with_name(folder.name + ".tmp")),
+                "pretrain": str(self.paths.pretrain),
+                "text": dims.text(),
+                "vision": dims.vision(),
+                "seed": c.data_seed,
+                "n_diag": N_DIAG,
+                "n_facts": c.n_facts,
+                "reader_epochs": c.vision_pretrain_epochs,
+                "reader_lr": c.vision_pretrain_lr,
+                "epochs": c.pretrain_epochs,
+                "lr": c.pretrain_lr,
+                "batch_size": c.pretrain_batch_size,
+            }
+            todo.append((role, spec, folder))
+        if todo:
+            self.log(f"pretraining {', '.join(r for r, _, _ in todo)} (cache: {root})")
+        for (role, spec, folder), result in zip(
+            todo, self.jobs.map(pretrain_job, [t[1] for t in todo]), strict=True
+        ):
+            tmp = Path(spec["out"])
+            write_record(tmp, pretrain_key(c, role), result)
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.replace(folder)  # atomic: a killed run never leaves a half-written cache entry
+            self.results["pretrain"][role] = result
             self.log(
-                f"pretrained {role} ({n_params:,} params): {run.steps} steps, loss "
-                f"{run.first_loss:.2f} -> {run.last_loss:.2f}, reads {reading:.0%} of captions "
-                f"({t()}s)"
+                f"pretrained {role} ({result['parameters']:,} params, {result['wall_s']}s): "
+                f"reader {result['reader_cell_accuracy']:.1%} of cells, reads "
+                f"{result['caption_accuracy']:.0%} of held-out captions, "
+                f"{result['arithmetic_accuracy']:.0%} of arithmetic facts"
             )
 
     def _warm(self, pretrained: Path, frac: float, name: str) -> tuple[Path, float]:
@@ -294,9 +305,23 @@ class BenchmarkRun:
             batch_size=c.warmup_batch_size,
             epochs=1,
             seed=c.data_seed,
+            warmup_ratio=c.warmup_ramp,
         )
         model = load_proxy(pretrained, params="all")
-        folder, _ = warmup(model, self.pool, self.out / "models" / f"{name}-warm{pct(frac)}", cfg)
+        folder, run = warmup(model, self.pool, self.out / "models" / f"{name}-warm{pct(frac)}", cfg)
+        self.results.setdefault("warmup", {})[f"{name} {pct(frac)}"] = {
+            "steps": run.steps,
+            "ramp_steps": run.ramp_steps,
+            "steps_after_ramp": max(0, run.steps - run.ramp_steps),
+            "schedule_steps": run.schedule_steps,
+            "first_loss": run.losses[0] if run.losses else None,
+            "last_loss": run.losses[-1] if run.losses else None,
+        }
+        if run.steps <= run.ramp_steps:
+            self.log(
+                f"warning: warm-up {pct(frac)} ran {run.steps} steps, all inside the "
+                f"{run.ramp_steps}-step lr ramp: the proxy is barely trained"
+            )
         return folder, t()
 
     def warm_up(self) -> None:
@@ -357,6 +382,10 @@ class BenchmarkRun:
         self._remember_scores(name, key, wall)
         return path, wall, table
 
+    def _rel(self, path: Path) -> str:
+        """`path` relative to the work folder, or the cache entry's name (it has the key hash)."""
+        return str(path.relative_to(self.out)) if path.is_relative_to(self.out) else path.name
+
     def scores_key(
         self, name: str, checkpoint: Path, *, eta: float | None = None, role: str = "proxy"
     ) -> dict[str, Any]:
@@ -370,7 +399,7 @@ class BenchmarkRun:
         fields = ("warmup_lr", "warmup_batch_size", "n_anchors", "optimizer")
         return {
             "scorer": name,
-            "checkpoint": str(checkpoint.relative_to(self.out)),
+            "checkpoint": self._rel(checkpoint),
             "proxy": pretrain_key(self.config, role),
             "cutoff": min(self.config.fractions),
             "score_batch_size": c["score_batch_size"],
@@ -485,100 +514,142 @@ class BenchmarkRun:
                 )
         return rows
 
-    def train_and_evaluate(self, subset: Subset, protocol: str, seed: int) -> dict[str, Any]:
-        """Fine-tune a fresh copy of the pretrained target on `subset` and grade it on test."""
-        from ostselect.bench.models import ALL_PARAMS_REGEX
-        from ostselect.bench.target import evaluate, train_model
-        from ostselect.proxy import load_proxy
-
+    def _job(self, subset: Subset, protocol: str, seed: int) -> dict[str, Any]:
         c = self.config
-        by_id = self.pool_by_id
-        samples = [by_id[i] for i in subset.ids]
-        target = load_proxy(self.target_dir, params=ALL_PARAMS_REGEX)
-        if protocol == "A":
-            run = train_model(
-                target,
-                samples,
-                lr=c.finetune_lr,
-                batch_size=c.finetune_batch_size,
-                epochs=c.epochs_a,
-                seed=seed,
-            )
-        else:
-            run = train_model(
-                target,
-                samples,
-                lr=c.finetune_lr,
-                batch_size=c.finetune_batch_size,
-                total_steps=self.steps_b,
-                seed=seed,
-            )
-        t = _timer()
-        acc, outputs = evaluate(
-            target, self.test, max_new_tokens=c.max_new_tokens, batch_size=c.eval_batch_size
-        )
+        return {
+            "target": str(self.target_dir),
+            "pool": str(self.paths.pool),
+            "test": str(self.paths.test),
+            "ids": list(subset.ids),
+            "protocol": protocol,
+            "seed": seed,
+            "lr": c.finetune_lr,
+            "batch_size": c.finetune_batch_size,
+            "epochs_a": c.epochs_a,
+            "steps_b": self.steps_b,
+            "max_new_tokens": c.max_new_tokens,
+            "eval_batch_size": c.eval_batch_size,
+        }
+
+    def _run_record(self, subset: Subset, protocol: str, seed: int, r: dict[str, Any]) -> dict:
+        kept: dict[str, int] = {}
+        for i in subset.ids:
+            cat = str(self.pool_by_id[i].extra.get("category"))
+            kept[cat] = kept.get(cat, 0) + 1
         return {
             "row": subset.row,
             "method": subset.method,
+            "policy": subset.policy,
             "fraction": subset.fraction,
             "protocol": protocol,
             "seed": seed,
-            "n_train": len(samples),
+            "n_train": len(subset.ids),
             "noisy_share": sum(self.noise[i] != CLEAN for i in subset.ids) / len(subset.ids),
-            "accuracy": acc.overall,
-            "per_category": acc.per_category,
-            "unanswered": acc.n_unanswered / acc.n,
-            "steps": run.steps,
-            "train_s": round(run.wall_s, 2),
-            "eval_s": t(),
+            "kept_per_category": dict(sorted(kept.items())),
             "selection_s": subset.selection_s,
-            "example_output": outputs[0] if outputs else "",
+            **r,
         }
 
-    def train_once(self, subset: Subset, protocol: str, seed: int) -> dict[str, Any]:
-        """`train_and_evaluate`, unless this seed already trained the very same subset under this
-        protocol (hybrid often picks exact's subset): training is deterministic, so that run is
-        this row's run too, relabelled."""
-        key = (seed, protocol, tuple(subset.ids))
-        same = self.trained.get(key)
-        if same is None:
-            self.trained[key] = self.train_and_evaluate(subset, protocol, seed)
-            return self.trained[key]
-        return {
-            **same,
-            "row": subset.row,
-            "method": subset.method,
-            "selection_s": subset.selection_s,
-            "same_subset_as": same["row"],
-        }
+    def train_many(self, work: Sequence[tuple[Subset, str, int]]) -> list[dict[str, Any]]:
+        """Fine-tune and grade every (subset, protocol, seed), in parallel jobs. A subset this
+        seed already trained under this protocol (hybrid often picks exact's subset; Full-SFT
+        under B is Full-SFT under A) is not trained again: training is deterministic, so that
+        run is this row's run too, relabelled."""
+        fresh: dict[tuple, tuple[Subset, str, int]] = {}
+        for subset, protocol, seed in work:
+            key = self._train_key(subset, protocol, seed)
+            if key not in self.trained and key not in fresh:
+                fresh[key] = (subset, protocol, seed)
+        specs = [self._job(*w) for w in fresh.values()]
+        done = 0
+
+        def on_done(i: int, r: dict[str, Any]) -> None:
+            nonlocal done
+            done += 1
+            subset, protocol, seed = list(fresh.values())[i]
+            self.log(
+                f"[{done}/{len(specs)}] seed {seed} {protocol} {subset.row}: acc "
+                f"{r['accuracy']:.3f} ({r['steps']} steps, {r['train_s']}s train, "
+                f"{r['eval_s']}s eval)"
+            )
+
+        for key, w, r in zip(
+            fresh, fresh.values(), self.jobs.map(train_job, specs, on_done), strict=True
+        ):
+            self.trained[key] = self._run_record(*w, r)
+        runs = []
+        for subset, protocol, seed in work:
+            same = self.trained[self._train_key(subset, protocol, seed)]
+            run = {**same, **self._run_record(subset, protocol, seed, {})}
+            if same["row"] != subset.row or same["protocol"] != protocol:
+                run["same_subset_as"] = f"{same['row']} ({same['protocol']})"
+            runs.append(run)
+        return runs
+
+    def _train_key(self, subset: Subset, protocol: str, seed: int) -> tuple:
+        # Full-SFT trains the same steps under A and B (steps_b is defined that way).
+        per_epoch = math.ceil(len(subset.ids) / self.config.finetune_batch_size)
+        same_steps = self.config.epochs_a * per_epoch == self.steps_b
+        return (seed, "AB" if same_steps else protocol, tuple(subset.ids))
 
     def run_rows(self) -> None:
         c = self.config
         self.pool_by_id = {s.id: s for s in self.pool}
         self.steps_b = c.epochs_a * math.ceil(len(self.pool) / c.finetune_batch_size)
-        runs: list[dict[str, Any]] = []
-        # (seed, protocol, subset ids) -> the run that trained it (later stages reuse it too)
-        self.trained: dict[tuple[int, str, tuple[str, ...]], dict[str, Any]] = {}
+        self.trained: dict[tuple, dict[str, Any]] = {}
+        work = []
         for seed in c.seeds:
             for subset in self.subsets(seed):
-                done: dict[str, dict[str, Any]] = {}
                 is_baseline = subset.method in c.baselines
-                for protocol in PROTOCOLS:
+                for protocol in c.protocols:
                     if is_baseline and protocol not in c.baseline_protocols:
                         continue
-                    if subset.method == "full" and "A" in done:
-                        # Full-SFT under B trains exactly the steps it trains under A: same run.
-                        done[protocol] = {**done["A"], "protocol": protocol}
-                    else:
-                        done[protocol] = self.train_once(subset, protocol, seed)
-                    r = done[protocol]
-                    runs.append(r)
-                    self.log(
-                        f"seed {seed} {protocol} {subset.row}: acc {r['accuracy']:.3f} "
-                        f"({r['steps']} steps, {r['train_s']}s train, {r['eval_s']}s eval)"
-                    )
-        self.results["runs"] = runs
+                    work.append((subset, protocol, seed))
+        self.results["runs"] = self.train_many(work)
         self.results["protocol_b_steps"] = self.steps_b
+        self.results["test"] = {
+            "n": len(self.test),
+            "categories": [str(s.extra.get("category", "")) for s in self.test],
+        }
+
+    def policies(self) -> None:
+        """Set-level policies at min(fractions) for OST-exact and the best baseline (by its top-k
+        accuracy under Protocol B), trained under B on every seed beside their top-k rows."""
+        from ostselect.bench.results import aggregate_rows
+
+        c = self.config
+        self.results["policies"] = {}
+        if not c.policies or "ost-exact" not in self.score_paths:
+            return
+        f = min(c.fractions)
+        rows = {r["row"]: r for r in aggregate_rows(self.results["runs"]) if r["protocol"] == "B"}
+        ranked = sorted(
+            (b for b in c.baselines if f"{b} {pct(f)}" in rows),
+            key=lambda b: -rows[f"{b} {pct(f)}"]["accuracy_mean"],
+        )
+        scorers = ["ost-exact", *ranked[:1]]
+        self.results["policies"] = {"best_baseline": ranked[0] if ranked else None, "skipped": {}}
+        work = []
+        for name in scorers:
+            info = self.scorers[name]
+            label = f"OST-{name[4:]}" if name.startswith("ost-") else name
+            for policy in c.policies:
+                try:
+                    ids = _top_ids(self.score_paths[name], self.pool, f, policy=policy)
+                except ValueError as err:  # e.g. coverage on a table without per-group scores
+                    self.results["policies"]["skipped"][f"{label} ({policy})"] = str(err)
+                    self.log(f"policy {policy} for {label}: not applicable ({err})")
+                    continue
+                subset = Subset(
+                    f"{label} {pct(f)} ({policy})",
+                    name,
+                    f,
+                    ids,
+                    selection_s=round(info["scoring_s"] + info["warmup_s"], 2),
+                    policy=policy,
+                )
+                work += [(subset, "B", seed) for seed in c.seeds]
+        self.results["runs"] += self.train_many(work)
 
     def ablation(self) -> None:
         """OST-exact at each warm-up checkpoint: noise AUROC and the OST-k% target under B."""
@@ -600,23 +671,13 @@ class BenchmarkRun:
             info = self.scorers[name]
             ids = _top_ids(self.score_paths[name], self.pool, fraction)
             subset = Subset(f"OST-exact {pct(fraction)} (warm-up {pct(frac)})", name, fraction, ids)
-            accs = []
-            for seed in seeds:
-                existing = [
-                    r
-                    for r in self.results["runs"]
-                    if r["method"] == name
-                    and r["protocol"] == "B"
-                    and r["seed"] == seed
-                    and r["fraction"] == fraction
-                ]
-                r = existing[0] if existing else self.train_and_evaluate(subset, "B", seed)
-                accs.append(r["accuracy"])
+            # a checkpoint whose top-k equals a trained row's is not trained again (train_many)
+            accs = [r["accuracy"] for r in self.train_many([(subset, "B", s) for s in seeds])]
             mean, std = mean_std(accs)
             rows.append(
                 {
                     "warmup": frac,
-                    "checkpoint": str(ckpt.relative_to(self.out)),
+                    "checkpoint": self._rel(ckpt),
                     "auroc": info["auroc"],
                     "precision": info["precision_at"][pct(fraction)],
                     "accuracy_mean": mean,
@@ -664,12 +725,10 @@ class BenchmarkRun:
                 row, method, fraction, ids, selection_s=round(info["scoring_s"] + warm_s, 2)
             )
             accs = []
-            for seed in c.seeds:
-                r = self.train_once(subset, "B", seed)
+            for r in self.train_many([(subset, "B", seed) for seed in c.seeds]):
                 r["variant"] = v.name
                 self.results["runs"].append(r)
                 accs.append(r["accuracy"])
-                self.log(f"seed {seed} B {row}: acc {r['accuracy']:.3f}")
             mean, std = mean_std(accs)
             kept_per_category: dict[str, int] = {}
             for i in ids:
@@ -683,7 +742,7 @@ class BenchmarkRun:
                     "row": row,
                     "eta": eta,
                     "proxy": v.proxy,
-                    "checkpoint": str(ckpt.relative_to(self.out)),
+                    "checkpoint": self._rel(ckpt),
                     "balance_by": v.balance_by,
                     "warmup_s": warm_s,
                     "scoring_s": info["scoring_s"],
@@ -705,14 +764,28 @@ class BenchmarkRun:
     def report(self) -> None:
         if not self.config.report or "ost-exact" not in self.score_paths:
             return
+        from ostselect.bench.gates import (
+            competence_gates,
+            failed_gates,
+            fmt_gate_threshold,
+            fmt_gate_value,
+        )
         from ostselect.report.build import build_report
 
+        alerts = [
+            f"Competence gate failed: {g['name']} is {fmt_gate_value(g)} "
+            f"(needs {fmt_gate_threshold(g)}): the comparisons are not meaningful."
+            for g in failed_gates(competence_gates(self.results))
+        ]
         try:
             path = build_report(
                 self.score_paths["ost-exact"],
                 self.pool,
                 self.out / "report.html",
                 cutoff=pct(min(self.config.fractions)),
+                hidden_tags=self.noise,
+                hidden_label="noise (hidden from scorers; benchmark only)",
+                alerts=alerts,
             )
             self.results["report"] = str(path.relative_to(self.out))
         except Exception as err:  # the numbers matter more than the page

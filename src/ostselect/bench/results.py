@@ -1,24 +1,43 @@
-"""Benchmark results: seed aggregation, `results.json`, the Markdown table, and the plots.
+"""Benchmark results: seed aggregation, `results.json`, the Markdown tables, the plots, and the
+terminal summary the demo prints.
 
 Rows are (subset, protocol) pairs with accuracy mean and std over seeds. "Compute" is wall time in
 seconds on the machine that ran it: selection (proxy warm-up + scoring, zero for Full-SFT, the
 oracle and Random) plus target training. Pretraining is shared by every row and left out.
 Rows of the OST variants stage carry `variant` (their name); they get their own table and stay out
 of the main table and the accuracy-vs-fraction plot.
+
+A reader must see whether the run can be trusted before its numbers, so results.md opens with the
+competence gates (`gates.py`), then the generated interpretation (`interpret.py`), then the tables
+with paired differences and their bootstrap intervals (`stats.py`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ostselect.bench.gates import (
+    competence_gates,
+    failed_gates,
+    fmt_gate_status,
+    fmt_gate_threshold,
+    fmt_gate_value,
+    unmeasured_gates,
+)
+from ostselect.bench.interpret import interpretation
 from ostselect.bench.metrics import mean_std
+from ostselect.bench.stats import find_comparison, fmt_diff, row_comparisons
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def aggregate_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,9 +71,109 @@ def aggregate_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "selection_s": rs[0]["selection_s"],
                 "compute_s": round(train_s + rs[0]["selection_s"], 2),
                 **({"variant": rs[0]["variant"]} if "variant" in rs[0] else {}),
+                **({"policy": rs[0]["policy"]} if "policy" in rs[0] else {}),
+                **_kept_per_category(rs),
             }
         )
     return out
+
+
+def _kept_per_category(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """{"kept_per_category": ...} when the runs record it: the common counts, else the seed mean
+    (a Random subset differs per seed)."""
+    kept = [r["kept_per_category"] for r in runs if r.get("kept_per_category")]
+    if not kept:
+        return {}
+    if all(k == kept[0] for k in kept):
+        return {"kept_per_category": dict(kept[0])}
+    cats = sorted({c for k in kept for c in k})
+    return {
+        "kept_per_category": {
+            c: round(float(np.mean([k.get(c, 0) for k in kept])), 1) for c in cats
+        }
+    }
+
+
+# ---- gates, paired comparisons, interpretation -------------------------------------------------
+def analyse(results: dict[str, Any]) -> dict[str, Any]:
+    """Store `gates`, `comparisons` and `interpretation` in `results` (recomputed from its runs
+    and pretraining numbers) and return it."""
+    results["gates"] = competence_gates(results)
+    results["comparisons"] = row_comparisons(results)
+    results["interpretation"] = interpretation(results)
+    return results
+
+
+def _analysis(results: dict[str, Any]) -> tuple[list, list, list[str]]:
+    """(gates, comparisons, interpretation): the stored ones, else computed now (not stored)."""
+    if all(k in results for k in ("gates", "comparisons", "interpretation")):
+        return results["gates"], results["comparisons"], results["interpretation"]
+    copy = analyse(dict(results))
+    return copy["gates"], copy["comparisons"], copy["interpretation"]
+
+
+def gates_markdown(gates: Sequence[dict[str, Any]]) -> list[str]:
+    """The gates table; a failed gate shows **FAILED** and a line under the table says so."""
+    if not gates:
+        return []
+    out = [
+        "## Competence gates",
+        "",
+        "| gate | value | needs | status | what it checks |",
+        "|---|---|---|---|---|",
+    ]
+    for g in gates:
+        status = fmt_gate_status(g)
+        if g["passed"] is False and g.get("required", True):
+            status = f"**{status}**"
+        out.append(
+            f"| {g['name']} | {fmt_gate_value(g)} | {fmt_gate_threshold(g)} | {status} "
+            f"| {g['description']} |"
+        )
+    out.append("")
+    if failed_gates(gates):
+        out.append(
+            "**A competence gate FAILED: the comparisons below are not meaningful** (the models "
+            "cannot do the task well enough, or the noise does not hurt, so rows differ by chance "
+            "or by what the models cannot do rather than by their data)."
+        )
+    elif unmeasured_gates(gates):
+        out.append(
+            "Some gates could not be measured from these results: read the comparisons with care."
+        )
+    else:
+        out.append("Every gate passed: the comparisons below measure the data.")
+    return out
+
+
+def protocols_markdown(results: dict[str, Any]) -> list[str]:
+    """One sentence per protocol, with this run's epoch and step counts when known."""
+    epochs = (results.get("config") or {}).get("epochs_a")
+    steps = results.get("protocol_b_steps")
+    steps = steps if isinstance(steps, int) else None
+    return [
+        "- **Protocol A** (fixed epochs): each row trains "
+        + (f"{epochs} epochs" if epochs else "a fixed number of epochs")
+        + " over its own subset, so a 20% subset also gets a fifth of Full-SFT's training steps.",
+        "- **Protocol B** (fixed compute, the headline): every row trains "
+        + (f"the same {steps} optimizer steps" if steps else "the same number of optimizer steps")
+        + " as Full-SFT, repeating a smaller subset more often, so rows differ only by their data.",
+    ]
+
+
+def _delta_cell(comparisons: Sequence[dict[str, Any]], row: str, kind: str) -> str:
+    c = find_comparison(comparisons, row, "B", kind)
+    if c is None:
+        return "–"
+    text = fmt_diff(c)
+    return f"**{text}**" if c["excludes_zero"] else text
+
+
+def _kept_cell(row: dict[str, Any] | None) -> str:
+    kept = (row or {}).get("kept_per_category")
+    if not kept:
+        return "–"
+    return ", ".join(f"{c} {n:g}" for c, n in kept.items())
 
 
 def main_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,17 +193,27 @@ def _scorer_of(method: str) -> str | None:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """The main table (both protocols side by side) plus the scorer, ablation and variant tables."""
+    """The main table (both protocols side by side, paired differences under Protocol B) plus the
+    scorer, ablation and variant tables."""
     rows = main_rows(results["rows"])
+    comparisons = results.get("comparisons")
+    if comparisons is None:
+        comparisons = row_comparisons(results)
     by = {(r["row"], r["protocol"]): r for r in rows}
     names = list(dict.fromkeys(r["row"] for r in rows))
     scorers = results.get("scorers", {})
     cats = sorted({c for r in rows for c in r["per_category"]})
+    with_kept = any(r.get("kept_per_category") for r in rows)
     lines = [
-        "| method | kept | noisy share | acc A (%) | acc B (%) | "
+        "| method | kept | noisy share | acc A (%) | acc B (%) "
+        "| Δ vs Random-k B | Δ vs Full-SFT B | "
         + " | ".join(f"B {c}" for c in cats)
+        + (" | kept per category" if with_kept else "")
         + " | train s A / B | selection s | noise AUROC | clean P@k |",
-        "|---|---|---|---|---|" + "---|" * len(cats) + "---|---|---|---|",
+        "|---|---|---|---|---|---|---|"
+        + "---|" * len(cats)
+        + ("---|" if with_kept else "")
+        + "---|---|---|---|",
     ]
     for name in names:
         a, b = by.get((name, "A")), by.get((name, "B"))
@@ -97,18 +226,48 @@ def markdown_table(results: dict[str, Any]) -> str:
             + (_fmt_acc(a["accuracy_mean"], a["accuracy_std"], len(a["seeds"])) if a else "–")
             + " | "
             + (_fmt_acc(b["accuracy_mean"], b["accuracy_std"], len(b["seeds"])) if b else "–")
-            + " | "
+            + f" | {_delta_cell(comparisons, name, 'random')}"
+            + f" | {_delta_cell(comparisons, name, 'full')} | "
             + " | ".join(
                 f"{100 * b['per_category'].get(c, math.nan):.0f}" if b else "–" for c in cats
             )
+            + (f" | {_kept_cell(b or a)}" if with_kept else "")
             + f" | {a['train_s'] if a else '–'} / {b['train_s'] if b else '–'}"
             + f" | {ref['selection_s']:.0f}"
             + (f" | {scorer['auroc']:.3f}" if "auroc" in scorer else " | –")
             + (f" | {pk:.2f} |" if pk is not None else " | – |")
         )
     out = ["## Accuracy on the clean test split (exact match, mean ± std over seeds)", ""]
+    out += protocols_markdown(results)
+    out += [
+        "",
+        "Δ columns: the paired difference to Random at the same k and to Full-SFT under "
+        "Protocol B, in points, with its 95% bootstrap interval over seeds and test items; "
+        "**bold** when the interval excludes 0 (only then does a row beat or trail the other). "
+        "B per category: Protocol B accuracy (%) on each test category.",
+        "",
+    ]
     out += lines
-    out += ["", "## Noise detection per scorer (hidden tags; clean = positive)", ""]
+    if scorers:
+        out += noise_table(scorers)
+    ablation = results.get("ablation") or []
+    if ablation:
+        out += ["", "## Warm-up ablation (proxy checkpoint -> OST-exact, Protocol B)", ""]
+        out.append("| warm-up | noise AUROC | clean P@k | OST-k acc (%) |")
+        out.append("|---|---|---|---|")
+        for r in ablation:
+            out.append(
+                f"| {round(100 * r['warmup'])}% | {r['auroc']:.3f} | {r['precision']:.2f} | "
+                f"{_fmt_acc(r['accuracy_mean'], r['accuracy_std'], len(r['seeds']))} "
+                f"(k={round(100 * r['fraction'])}%) |"
+            )
+    out += variants_table(results.get("variants") or [], comparisons)
+    return "\n".join(out) + "\n"
+
+
+def noise_table(scorers: dict[str, Any]) -> list[str]:
+    """Noise detection of each scorer against the hidden tags."""
+    out = ["", "## Noise detection per scorer (hidden tags; clean = positive)", ""]
     kinds = sorted({k for s in scorers.values() for k in s.get("auroc_by_type", {})})
     out.append(
         "| scorer | scoring s | AUROC | "
@@ -129,22 +288,12 @@ def markdown_table(results: dict[str, Any]) -> str:
             + " | ".join(f"{s['precision_at'].get(k, math.nan):.2f}" for k in _pk_keys(scorers))
             + " |"
         )
-    ablation = results.get("ablation") or []
-    if ablation:
-        out += ["", "## Warm-up ablation (proxy checkpoint -> OST-exact, Protocol B)", ""]
-        out.append("| warm-up | noise AUROC | clean P@k | OST-k acc (%) |")
-        out.append("|---|---|---|---|")
-        for r in ablation:
-            out.append(
-                f"| {round(100 * r['warmup'])}% | {r['auroc']:.3f} | {r['precision']:.2f} | "
-                f"{_fmt_acc(r['accuracy_mean'], r['accuracy_std'], len(r['seeds']))} "
-                f"(k={round(100 * r['fraction'])}%) |"
-            )
-    out += variants_table(results.get("variants") or [])
-    return "\n".join(out) + "\n"
+    return out
 
 
-def variants_table(variants: Sequence[dict[str, Any]]) -> list[str]:
+def variants_table(
+    variants: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]] = ()
+) -> list[str]:
     """The OST variants stage: one line per variant (OST-exact top k, Protocol B, every seed)."""
     if not variants:
         return []
@@ -152,16 +301,20 @@ def variants_table(variants: Sequence[dict[str, Any]]) -> list[str]:
     out = ["", f"## OST variants (OST-exact top {k}%, Protocol B)", ""]
     out.append(
         "| variant | scorer | scoring s | noise AUROC | clean P@k | noisy share "
-        "| kept per category | acc B (%) |"
+        "| kept per category | acc B (%) | Δ vs Random-k | Δ vs Full-SFT | Δ vs plain top-k |"
     )
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for v in variants:
         kept = ", ".join(f"{c} {n}" for c, n in v["kept_per_category"].items())
+        row = v.get("row", "")
         out.append(
             f"| {v['name']} | {v['scorer']} (eta {v['eta']:g}, {v['proxy']}) "
             f"| {v['scoring_s']:.1f} | {v['auroc']:.3f} | {v['precision']:.2f} "
             f"| {100 * v['noisy_share']:.0f}% | {kept} "
-            f"| {_fmt_acc(v['accuracy_mean'], v['accuracy_std'], len(v['seeds']))} |"
+            f"| {_fmt_acc(v['accuracy_mean'], v['accuracy_std'], len(v['seeds']))} "
+            f"| {_delta_cell(comparisons, row, 'random')} "
+            f"| {_delta_cell(comparisons, row, 'full')} "
+            f"| {_delta_cell(comparisons, row, 'topk')} |"
         )
     out += [
         "",
@@ -195,7 +348,11 @@ def plot_accuracy_vs_fraction(results: dict[str, Any], path: Path) -> Path:
     palette = plt.get_cmap("tab20").colors
     color = {m: palette[i % len(palette)] for i, m in enumerate(every)}  # same in both panels
     for ax, protocol in zip(axes, ("A", "B"), strict=True):
-        rows = [r for r in main_rows(results["rows"]) if r["protocol"] == protocol]
+        rows = [
+            r
+            for r in main_rows(results["rows"])
+            if r["protocol"] == protocol and r.get("policy", "topk") == "topk"
+        ]  # policy rows share their scorer's method; the tables show them
         refs = {r["method"]: r for r in rows if r["method"] in ("full", "clean")}
         if "full" in refs:
             ax.axhline(100 * refs["full"]["accuracy_mean"], color="k", ls="--", label="Full-SFT")
@@ -263,19 +420,58 @@ def plot_utility_by_noise(utility_by_noise: dict[str, list[float]], path: Path) 
     return path
 
 
-def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write results.json, results.md and the plots into `out_dir`; return the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "markdown": out / "results.md"}
-    paths["json"].write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
-    header = "# DigitMath benchmark results\n\n"
+def _dumps(results: dict[str, Any]) -> str:
+    """results.json, indented, but with each flat list of numbers on one line: the per-item
+    `correct` vectors (thousands of 0/1 per run) would otherwise take a line per item."""
+    token = f"@@flat-{uuid.uuid4().hex}-"
+    flat: list[str] = []
+
+    def pack(x: Any) -> Any:
+        if isinstance(x, np.ndarray | np.generic):
+            x = x.tolist()  # numpy scalars and arrays as plain numbers and lists
+        if isinstance(x, dict):
+            return {k: pack(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            if len(x) > 8 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in x
+            ):
+                flat.append(json.dumps(list(x), separators=(",", ":")))
+                return f"{token}{len(flat) - 1}@@"
+            return [pack(v) for v in x]
+        return x
+
+    text = json.dumps(pack(results), indent=1, default=str)
+    for i, packed in enumerate(flat):
+        text = text.replace(f'"{token}{i}@@"', packed, 1)
+    return text + "\n"
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The whole results.md: provenance, gates, interpretation, then the tables."""
+    gates, _, sentences = _analysis(results)
+    out = ["# DigitMath benchmark results", ""]
     if results.get("command"):
-        header += f"Produced by `{results['command']}`.\n\n"
+        out += [f"Produced by `{results['command']}`.", ""]
     timings = results.get("timings", {})
     if "total_s" in timings:
-        header += f"Total wall time: {timings['total_s'] / 60:.1f} min.\n\n"
-    paths["markdown"].write_text(header + markdown_table(results), encoding="utf-8")
+        out += [f"Total wall time: {timings['total_s'] / 60:.1f} min.", ""]
+    out += gates_markdown(gates)
+    if sentences:
+        out += ["", "## Interpretation (generated from the numbers below)", ""]
+        out += [f"- {s}" for s in sentences]
+    out.append("")
+    return "\n".join(out) + "\n" + markdown_table(results)
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Add gates, paired comparisons and the interpretation to `results` (`analyse`), then write
+    results.json, results.md and the plots into `out_dir`; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    analyse(results)
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
+    paths["json"].write_text(_dumps(results), encoding="utf-8")
+    paths["markdown"].write_text(results_markdown(results), encoding="utf-8")
     paths["accuracy_vs_fraction"] = plot_accuracy_vs_fraction(
         results, out / "accuracy_vs_fraction.png"
     )
@@ -285,3 +481,73 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
             results["utility_by_noise"], out / "utility_by_noise.png"
         )
     return paths
+
+
+# ---- terminal ----------------------------------------------------------------------------------
+def render_console(results: dict[str, Any], console: Console) -> None:
+    """Gates, the Protocol B table with paired differences, and the interpretation, for `ost demo`.
+
+    Uses the stored `gates`/`comparisons`/`interpretation` (see `write_results`), else computes
+    them. Every cell is plain text (no Rich markup), so brackets in intervals print as they are.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    gates, comparisons, sentences = _analysis(results)
+    if gates:
+        table = Table(title="Competence gates", title_justify="left")
+        for col in ("gate", "value", "needs", "status"):
+            table.add_column(col, justify="left" if col in ("gate", "status") else "right")
+        colour = {True: "green", False: "bold red", None: "yellow"}
+        for g in gates:
+            style = colour[g["passed"]] if g.get("required", True) else "dim"
+            table.add_row(
+                g["name"],
+                fmt_gate_value(g),
+                fmt_gate_threshold(g),
+                Text(fmt_gate_status(g), style=style),
+            )
+        console.print(table)
+        if failed_gates(gates):
+            console.print(
+                Text(
+                    "A competence gate FAILED: the comparisons below are not meaningful.",
+                    style="bold red",
+                )
+            )
+        elif unmeasured_gates(gates):
+            console.print(
+                Text("Some gates could not be measured: read the comparisons with care.", "yellow")
+            )
+    rows = results.get("rows") or aggregate_rows(results.get("runs") or [])
+    rows_b = [r for r in rows if r["protocol"] == "B"]
+    if rows_b:
+        table = Table(
+            title="Protocol B: accuracy and paired Δ in points [95% interval], "
+            "* = interval excludes 0",
+            title_justify="left",
+        )
+        for col in ("row", "kept", "noisy", "acc %", "Δ vs Random-k", "Δ vs Full-SFT"):
+            table.add_column(col, justify="left" if col == "row" else "right")
+        for r in rows_b:
+            cells = []
+            for kind in ("random", "full"):
+                c = find_comparison(comparisons, r["row"], "B", kind)
+                if c is None:
+                    cells.append(Text("–"))
+                elif c["excludes_zero"]:
+                    cells.append(Text(f"{fmt_diff(c)} *", style="bold"))
+                else:
+                    cells.append(Text(f"{fmt_diff(c)}  "))
+            table.add_row(
+                r["row"],
+                str(r["n_train"]),
+                f"{100 * r['noisy_share']:.0f}%",
+                _fmt_acc(r["accuracy_mean"], r["accuracy_std"], len(r["seeds"])),
+                *cells,
+            )
+        console.print(table)
+    if sentences:
+        console.print(Text("What the numbers say", style="bold"))
+        for s in sentences:
+            console.print(Text(f"• {s}"))

@@ -29,6 +29,7 @@ class TrainRun:
     wall_s: float
     first_loss: float | None = None
     last_loss: float | None = None
+    schedule_steps: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -86,6 +87,7 @@ def train_model(
         first_loss=result.losses[0] if result.losses else None,
         last_loss=result.losses[-1] if result.losses else None,
         skipped=result.skipped,
+        schedule_steps=result.schedule_steps,
     )
 
 

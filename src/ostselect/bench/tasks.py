@@ -8,6 +8,7 @@ generators can rewrite one part (a step, the answer) while keeping the rest.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 
@@ -139,3 +140,41 @@ def extract_digits(text: str) -> tuple[int, ...] | None:
     if m is None:
         return None
     return tuple(int(d) for d in re.findall(r"[0-9]", m.group(1)))
+
+
+FACT = "fact"  # text-only arithmetic problems, mixed into language-model pretraining
+TEXT_QUESTIONS = {
+    "add": "What is their sum?",
+    "sub": "What is the first minus the second?",
+    "compare": "Which is larger?",
+    "multi": "Call them a, b and c. What is a + b - c?",
+}
+
+
+def arithmetic_facts() -> list[tuple[str, str, str]]:
+    """Every arithmetic problem DigitMath asks, with the digits given as text: (question,
+    solution, answer), e.g. ("The digits are 6 and 1. What is their sum?", "The digits are 6
+    and 1. 6 + 1 = 7. Answer: 7", "7").
+
+    A pretrained VLM already does arithmetic in text; our random language models do not, and a
+    few hundred fine-tuning steps cannot teach reading, arithmetic and the answer format at once.
+    The solutions are written exactly like the image problems' (after the digits sentence), so
+    the arithmetic is learned in the context it is used in: a prototype that learned bare facts
+    ("What is 6 + 1?") did them perfectly in text and slipped on them after images.
+    All combinations: add 100, sub 55 (left >= right), compare 90, multi 1,000.
+    """
+    out: list[tuple[str, str, str]] = []
+    for category, n in (("add", 2), ("sub", 2), ("compare", 2), ("multi", 3)):
+        for digits in itertools.product(range(10), repeat=n):
+            if category == "sub" and digits[0] < digits[1]:
+                continue
+            if category == "compare" and digits[0] == digits[1]:
+                continue
+            out.append(
+                (
+                    f"{digits_sentence(digits)} {TEXT_QUESTIONS[category]}",
+                    solution_text(category, digits),
+                    str(true_answer(category, digits)),
+                )
+            )
+    return out

@@ -126,50 +126,12 @@ def examples_command(
     console.print(f"wrote {plot_examples(data_dir, out)}")
 
 
-def _print_results(results: dict) -> None:
-    """The main table on stdout (Protocol A and B accuracy per row), as Rich renders it."""
+def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command: str) -> dict:
     from rich.console import Console
 
-    table = Table(title="DigitMath: test accuracy (exact match, mean ± std over seeds)")
-    for col in ("method", "kept", "noisy", "acc A %", "acc B %", "train s B", "select s", "AUROC"):
-        table.add_column(col, justify="left" if col == "method" else "right")
-    main_rows = [r for r in results["rows"] if "variant" not in r]  # variants: their own table
-    by = {(r["row"], r["protocol"]): r for r in main_rows}
-    scorers = results.get("scorers", {})
-    for name in dict.fromkeys(r["row"] for r in main_rows):
-        a, b = by.get((name, "A")), by.get((name, "B"))
-        ref = b or a
-        auroc = scorers.get(ref["method"], {}).get("auroc")
-        table.add_row(
-            name,
-            str(ref["n_train"]),
-            f"{100 * ref['noisy_share']:.0f}%",
-            f"{100 * a['accuracy_mean']:.1f} ± {100 * a['accuracy_std']:.1f}" if a else "-",
-            f"{100 * b['accuracy_mean']:.1f} ± {100 * b['accuracy_std']:.1f}" if b else "-",
-            f"{b['train_s']:.0f}" if b else "-",
-            f"{ref['selection_s']:.0f}",
-            f"{auroc:.3f}" if auroc is not None else "-",
-        )
-    out = Console(width=max(Console().width, 120))
-    out.print(table)
-    if results.get("variants"):
-        var = Table(title="OST variants (top-k, Protocol B)")
-        for col in ("variant", "AUROC", "clean P@k", "noisy", "acc B %"):
-            var.add_column(col, justify="left" if col == "variant" else "right")
-        for v in results["variants"]:
-            var.add_row(
-                v["row"],
-                f"{v['auroc']:.3f}",
-                f"{v['precision']:.2f}",
-                f"{100 * v['noisy_share']:.0f}%",
-                f"{100 * v['accuracy_mean']:.1f} ± {100 * v['accuracy_std']:.1f}",
-            )
-        out.print(var)
-
-
-def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command: str) -> None:
     from ostselect.bench.config import PRESETS
     from ostselect.bench.demo import run_and_write
+    from ostselect.bench.results import render_console
 
     config = PRESETS[preset]().with_overrides(**overrides)
     started = time.perf_counter()
@@ -180,21 +142,32 @@ def _run(preset: str, out: Path, work_dir: Path | None, overrides: dict, command
         from ostselect.cli.validate import print_validation_summary
 
         print_validation_summary(results["validation"])
-    _print_results(results)
+    render_console(results, Console(width=max(Console().width, 120)))
     minutes = (time.perf_counter() - started) / 60
     console.print(f"wrote {', '.join(str(p) for p in paths.values())} ({minutes:.1f} min)")
+    return results
 
 
 @bench_app.command("run")
 def run_command(
-    out: Path = typer.Option(Path("docs/results"), "--out", help="Where results go."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where results go (default: runs/bench-PRESET; never docs/)."
+    ),
     work_dir: Path | None = typer.Option(
-        None, "--work-dir", help="Data, checkpoints and scores (default: runs/bench-PRESET)."
+        None, "--work-dir", help="Data, checkpoints and scores (default: OUT/work)."
     ),
     preset: str = typer.Option("full", "--preset", help="full | demo | mini."),
     seeds: int | None = typer.Option(None, "--seeds", help="Number of seeds (0..n-1)."),
     noise_rate: float | None = typer.Option(None, "--noise-rate", help="Pool noise rate."),
     eta: float | None = typer.Option(None, "--eta", help="OST step size."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Processes for pretraining and fine-tuning (default 2)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Pretrained-model cache (default: $OSTSELECT_CACHE or ~/.cache/ostselect).",
+    ),
 ) -> None:
     """The full DigitMath protocol: pretrain, warm up, score, select, fine-tune, evaluate."""
     from ostselect.bench.config import PRESETS
@@ -205,15 +178,19 @@ def run_command(
         "seeds": tuple(range(seeds)) if seeds else None,
         "noise_rate": noise_rate,
         "eta": eta,
+        "workers": workers,
+        "cache_dir": str(cache_dir) if cache_dir else None,
     }
     command = "ost bench run " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "ost bench run"
-    _run(preset, out, work_dir or Path("runs") / f"bench-{preset}", overrides, command)
+    out = out or Path("runs") / f"bench-{preset}"
+    _run(preset, out, work_dir or out / "work", overrides, command)
 
 
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where results go."),
 ) -> None:
-    """A reduced DigitMath benchmark (<= 10 minutes on 2 cores) that prints its results table."""
+    """A reduced DigitMath benchmark (<= 10 minutes on 2 cores, pretrained models cached):
+    prints the competence gates, the table with paired intervals and what the numbers say."""
     _run("demo", out, out / "work", {}, "ost demo")
 
 

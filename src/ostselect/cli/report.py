@@ -12,7 +12,9 @@ HELP = (
     "Write a report on a scores table over its pool: the utility histogram with the cutoff and "
     "the toxic tail marked, utility vs own loss, per-stratum and per-anchor-group breakdowns, a "
     "gallery of the top and bottom samples with their images, question, answer, utility and "
-    "rank, and the scores' provenance.\n\n"
+    "rank, and the scores' provenance. With per-anchor-group columns and a kept set (--cutoff, "
+    "or --selection with an `ost select` selection.json of any policy), the subset's coverage "
+    "per anchor group against the pool's.\n\n"
     "--format html (default) writes one self-contained file (images embedded, no network needed "
     "to view it); --format md writes Markdown with its PNGs in <OUT stem>_files/.\n\n"
     "Example:  ost report --pool data/pool.jsonl --scores runs/scores.parquet "
@@ -35,6 +37,12 @@ def register(app: typer.Typer) -> None:
         image_root: Path | None = typer.Option(
             None, "--image-root", help="Folder that relative image paths are resolved against."
         ),
+        selection: Path | None = typer.Option(
+            None,
+            "--selection",
+            help="An `ost select` selection.json: mark its kept samples (any --policy) instead "
+            "of a --cutoff.",
+        ),
     ) -> None:
         from pydantic import ValidationError
 
@@ -48,6 +56,10 @@ def register(app: typer.Typer) -> None:
             fail(f"--pool {pool} does not exist")
         if not scores.exists():
             fail(f"--scores {scores} does not exist: run `ost score` first")
+        if selection is not None and not selection.exists():
+            fail(f"--selection {selection} does not exist: run `ost select` first")
+        if selection is not None and cutoff is not None:
+            fail("--selection and --cutoff both say what is kept: give one")
         if cutoff is not None:
             try:
                 SelectionPolicy(top=cutoff)
@@ -63,6 +75,7 @@ def register(app: typer.Typer) -> None:
                 bottom_n=bottom_n,
                 format=format,
                 image_root=image_root,
+                selection=selection,
             )
         except (PoolError, ValueError) as e:
             fail(str(e))

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ostselect.cli.common import console, fail
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ostselect.select import CoverageReport
 
 HELP = (
     "Keep the most useful samples of POOL according to a scores table, without rescoring.\n\n"
@@ -14,10 +20,16 @@ HELP = (
     "(supervised tokens, greedy by utility), --drop-toxic (utility < 0), --min-utility. "
     "--balance-by FIELD keeps per-stratum quotas (the pool's proportions, or --balance equal); "
     "--dedup removes near-duplicates among the kept samples, keeping the higher utility.\n\n"
+    "--policy decides the order samples are offered to those limits: topk (by utility, the "
+    "default), coverage (lazy greedy on F(S) = sum_g w_g log1p(mass_g / tau_g) over the "
+    "per-anchor-group utilities, so every anchor group keeps samples that help it) or consensus "
+    "(the samples in the top k of the most anchor groups first). coverage, consensus and "
+    "--normalize group-z need scores made with `ost score --group-field FIELD`.\n\n"
     "Writes OUT/<pool file name> (the kept records, unchanged, in the pool's own format), "
     "OUT/selection.json (counts, tokens, strata, thresholds, why each other sample was dropped, "
-    "the scores' provenance) and OUT/rejects.jsonl for unusable pool records. Refuses scores made "
-    "on another pool (missing ids, another pool fingerprint) unless --force.\n\n"
+    "per-anchor-group coverage, the scores' provenance) and OUT/rejects.jsonl for unusable pool "
+    "records. Refuses scores made on another pool (missing ids, another pool fingerprint) "
+    "unless --force.\n\n"
     "Example:  ost select --pool data/pool.jsonl --scores runs/scores.parquet --out runs/top20 "
     "--top 20% --drop-toxic"
 )
@@ -52,6 +64,23 @@ def register(app: typer.Typer) -> None:
         dedup_threshold: float = typer.Option(
             0.95, "--dedup-threshold", help="Cosine similarity for --dedup embedding."
         ),
+        policy_name: str = typer.Option(
+            "topk", "--policy", help="topk (by utility), coverage or consensus (anchor groups)."
+        ),
+        normalize: str = typer.Option(
+            "none",
+            "--normalize",
+            help="none, group-z (standardise each anchor group) or stratum-rank (rank within "
+            "--balance-by strata).",
+        ),
+        group_weights: str | None = typer.Option(
+            None,
+            "--group-weights",
+            help="Anchor-group weights, e.g. 'read=2,add=1' (every group; default: anchor share).",
+        ),
+        coverage_tau: float | None = typer.Option(
+            None, "--coverage-tau", help="tau for every group (default: from the data)."
+        ),
         force: bool = typer.Option(
             False, "--force", help="Select even if the scores were made on another pool."
         ),
@@ -82,6 +111,10 @@ def register(app: typer.Typer) -> None:
                 balance=balance,
                 dedup=dedup,
                 dedup_threshold=dedup_threshold,
+                policy=policy_name,
+                normalize=normalize,
+                group_weights=group_weights,
+                coverage_tau=coverage_tau,
             )
         except ValidationError as e:
             fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
@@ -124,6 +157,8 @@ def _print_summary(selection, written: int, subset_path: Path, n_rejects: int) -
             name, f"{c.pool:,}", f"{c.eligible:,}", quota, f"{c.kept:,}", f"{c.tokens_kept:,}"
         )
     console.print(t)
+    if selection.coverage is not None:
+        console.print(_coverage_table(selection.coverage))
     for reason, n in sorted(selection.drop_counts.items(), key=lambda x: -x[1]):
         console.print(f"  dropped {n:,}: {reason}")
     cutoff = selection.thresholds["utility_cutoff"]
@@ -134,3 +169,28 @@ def _print_summary(selection, written: int, subset_path: Path, n_rejects: int) -
         + f") -> {subset_path} ({written:,} records)"
         + (f"; {n_rejects:,} unusable pool records in rejects.jsonl" if n_rejects else "")
     )
+
+
+def _coverage_table(coverage: CoverageReport) -> Table:
+    """Per anchor group: utility mass and main-benefit samples, kept of the pool's."""
+    from rich.table import Table
+
+    t = Table(
+        title=f"coverage by anchor group (F = {coverage.objective:.4g}; weights: "
+        f"{coverage.weights_source.split(' (')[0]})",
+        show_header=True,
+        header_style="bold",
+    )
+    t.add_column("anchor group")
+    t.add_column("weight", justify="right")
+    t.add_column("utility mass kept", justify="right")
+    t.add_column("main benefit kept / pool", justify="right")
+    for name, g in coverage.groups.items():
+        share = "-" if g.mass_share is None else f"{100 * g.mass_share:.1f}%"
+        t.add_row(
+            name,
+            f"{g.weight:.3f}",
+            f"{g.mass_kept:.4g} of {g.mass_pool:.4g} ({share})",
+            f"{g.main_kept:,} / {g.main_pool:,}",
+        )
+    return t

@@ -51,6 +51,7 @@ class WarmupResult:
     losses: list[float] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason)
     schedule_steps: int = 0
+    ramp_steps: int = 0  # linear lr ramp at the start of the schedule
     # the live run, so a caller can continue it exactly (tests compare step N+1 with the scorer's)
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     scheduler: Any = field(default=None, repr=False)
@@ -118,10 +119,11 @@ def train_steps(
         raise ValueError("the proxy has no trainable parameters: load it with a --params selection")
     samples = list(samples)
     steps_per_epoch = math.ceil(len(samples) / config.batch_size)
-    total = config.schedule_steps or math.ceil(
-        (total_samples or len(samples)) * config.epochs / config.batch_size
-    )
-    total = max(total, steps_per_epoch * config.epochs)
+    if config.schedule_steps:  # an explicit schedule is exact (Protocol B: every row the same)
+        total = config.schedule_steps
+    else:
+        total = math.ceil((total_samples or len(samples)) * config.epochs / config.batch_size)
+        total = max(total, steps_per_epoch * config.epochs)
     optimizer = torch.optim.AdamW(
         list(params.values()),
         lr=config.lr,
@@ -129,12 +131,14 @@ def train_steps(
         eps=config.eps,
         weight_decay=config.weight_decay,
     )
-    scheduler = cosine_schedule(optimizer, round(config.warmup_ratio * total), total)
+    ramp = round(config.warmup_ratio * total)
+    scheduler = cosine_schedule(optimizer, ramp, total)
     result = WarmupResult(
         state=None,
         trained_ids=[s.id for s in samples],
         steps=0,  # type: ignore[arg-type]
         schedule_steps=total,
+        ramp_steps=ramp,
     )
     module = getattr(proxy, "model", None)
     was_training = module.training if isinstance(module, torch.nn.Module) else None
@@ -218,6 +222,7 @@ def warmup(
             "trained_samples": len(chosen) - len(skipped),
             "steps": result.steps,
             "schedule_steps": result.schedule_steps,
+            "ramp_steps": result.ramp_steps,
             "next_lr": result.state.lr,
             "first_loss": result.losses[0] if result.losses else None,
             "last_loss": result.losses[-1] if result.losses else None,

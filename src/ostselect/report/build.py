@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +13,7 @@ from ostselect.report.content import gather
 from ostselect.report.html import render_html
 from ostselect.report.markdown import render_markdown
 from ostselect.scores import Scores
+from ostselect.select.selection import Selection
 
 
 def build_report(
@@ -26,11 +27,19 @@ def build_report(
     format: Literal["html", "md"] = "html",
     strata_fields: Sequence[str] | None = None,
     image_root: str | Path | None = None,
+    selection: Selection | str | Path | None = None,
+    hidden_tags: Mapping[str, str] | None = None,
+    hidden_label: str = "hidden label",
+    alerts: Sequence[str] = (),
 ) -> Path:
     """Write the report: `format="html"`, one self-contained file; `"md"`, Markdown + PNGs.
 
     `cutoff` ("20%" or a count) marks the would-be-kept samples in the plots and tables;
-    `strata_fields` defaults to the categorical `Sample.extra` fields found in the pool.
+    `selection` (a `Selection` or its `selection.json`) marks its kept ids instead, e.g. a
+    coverage-aware subset; with per-anchor-group columns the report then shows the subset's
+    coverage per group. `strata_fields` defaults to the categorical `Sample.extra` fields found
+    in the pool. `hidden_tags`/`hidden_label`: evaluation-only labels shown on each gallery
+    card (the benchmark's noise tags); `alerts`: lines shown first, in red.
     """
     if format not in ("html", "md"):
         raise ValueError(f"unknown report format {format!r} (use 'html' or 'md')")
@@ -44,6 +53,10 @@ def build_report(
         bottom_n=bottom_n,
         strata_fields=strata_fields,
         image_root=image_root,
+        selection=selection,
+        hidden_tags=hidden_tags,
+        hidden_label=hidden_label,
+        alerts=alerts,
     )
     text = render_html(content) if format == "html" else render_markdown(content, out_path)
     _write_atomic(out_path, text)

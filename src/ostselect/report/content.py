@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import pandas as pd
 from ostselect.data.sample import IMAGE_PLACEHOLDER, Sample
 from ostselect.report import plots
 from ostselect.scores import Scores, read_scores
+from ostselect.select.coverage import GroupCoverage, coverage_by_group
 from ostselect.select.policy import SelectionPolicy
 from ostselect.select.provenance import load_pool
 
@@ -41,6 +42,7 @@ class Card:
     more_images: int
     tags: dict[str, str]
     in_pool: bool
+    hidden: str | None = None  # an evaluation-only label (the benchmark's noise tag), if given
 
 
 @dataclass
@@ -61,6 +63,8 @@ class ReportContent:
     bottom: list[Card]
     provenance: list[tuple[str, str]]
     notes: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # shown first, in red (e.g. failed gates)
+    hidden_label: str | None = None  # what `Card.hidden` is, e.g. "noise (hidden, benchmark only)"
 
 
 def gather(
@@ -72,7 +76,19 @@ def gather(
     bottom_n: int = 12,
     strata_fields: Sequence[str] | None = None,
     image_root: str | Path | None = None,
+    selection: Any = None,
+    hidden_tags: Mapping[str, str] | None = None,
+    hidden_label: str = "hidden label",
+    alerts: Sequence[str] = (),
 ) -> ReportContent:
+    """Every number, table and figure of the report.
+
+    The kept set is the top `cutoff`, or the ids of `selection` (a `Selection` or its
+    `selection.json`) when given, so a coverage or consensus subset can be looked at too.
+    `hidden_tags` (id -> label) are evaluation-only labels a scorer never saw, e.g. the
+    benchmark's noise type: each gallery card shows its own, marked `hidden_label`, so a person
+    sees what the ranking kept and dropped. `alerts` open the report in red.
+    """
     scores_path = None if isinstance(scores, Scores) else str(scores)
     if not isinstance(scores, Scores):
         scores = read_scores(scores)
@@ -94,6 +110,10 @@ def gather(
     if k:
         kept[:k] = True
     cutoff_value = float(u[k - 1]) if k else None
+    chosen = _selection_ids(selection)
+    if chosen is not None:
+        kept = df["id"].isin(chosen.ids).to_numpy()
+        k, cutoff_value = None, None
 
     figures = {
         "histogram": (
@@ -116,11 +136,32 @@ def gather(
             "Mean per-anchor-group utility: which topics the kept subset helps.",
             plots.group_bars(groups, kept_mean, rest_mean),
         )
+        if kept.any():
+            ok = np.isfinite(u)  # the scored pool: status ok, finite utility
+            if "status" in df.columns:
+                ok &= (df["status"] == "ok").to_numpy()
+            raw = df[[f"utility[{g}]" for g in groups]].to_numpy(dtype=np.float64)[ok]
+            cover = coverage_by_group(groups, raw, kept[ok])
+            tables.append(_coverage_table(cover))
+            pool_n = max(sum(c.main_pool for c in cover.values()), 1)
+            kept_n = max(sum(c.main_kept for c in cover.values()), 1)
+            figures["coverage"] = (
+                "Samples by main benefit (the anchor group their utility helps most), as a share "
+                "of the pool and of the kept set. A kept bar far below its pool bar is a skill "
+                "the subset under-covers.",
+                plots.coverage_bars(
+                    groups,
+                    [100 * cover[g].main_pool / pool_n for g in groups],
+                    [100 * cover[g].main_kept / kept_n for g in groups],
+                ),
+            )
 
     fields = list(strata_fields) if strata_fields is not None else _strata_fields(samples)
     top = [_card(row, by_id, fields) for row in df.head(top_n).itertuples(index=False)]
     tail = df.tail(min(bottom_n, max(0, n - top_n))).iloc[::-1]
     bottom = [_card(row, by_id, fields) for row in tail.itertuples(index=False)]
+    for card in (*top, *bottom):
+        card.hidden = (hidden_tags or {}).get(card.id)
 
     toxic = int(df["toxic"].sum())
     mode = ", ".join(sorted(set(df["mode"].astype(str)))) if "mode" in df.columns else "?"
@@ -132,6 +173,8 @@ def gather(
     ]
     if k is not None:
         summary.append((f"kept at cutoff {cutoff}", f"{k:,}  (≥ {cutoff_value:.3g})" if k else "0"))
+    if chosen is not None:
+        summary.append((f"kept by selection ({chosen.policy})", f"{int(kept.sum()):,}"))
     not_ok = int((df["status"] != "ok").sum()) if "status" in df.columns else 0
     notes = []
     if not_ok:
@@ -156,6 +199,8 @@ def gather(
         bottom=bottom,
         provenance=prov,
         notes=notes,
+        alerts=list(alerts),
+        hidden_label=hidden_label if hidden_tags else None,
     )
 
 
@@ -244,6 +289,53 @@ def _group_table(df, kept, groups) -> tuple[Table, list[float], list[float]]:
         bar_column=4,
     )
     return table, kept_mean, rest_mean
+
+
+@dataclass
+class _Chosen:
+    ids: list[str]
+    policy: str
+
+
+def _selection_ids(selection: Any) -> _Chosen | None:
+    """Kept ids and policy name of a `Selection`, or of a `selection.json` path."""
+    if selection is None:
+        return None
+    if isinstance(selection, str | Path):
+        data = json.loads(Path(selection).read_text())
+        if "kept_ids" not in data:
+            raise ValueError(f"{selection} is not a selection.json (no kept_ids): run ost select")
+        return _Chosen(
+            [str(i) for i in data["kept_ids"]], data.get("policy", {}).get("policy", "topk")
+        )
+    return _Chosen(list(selection.kept_ids), selection.policy.policy)
+
+
+def _coverage_table(cover: dict[str, GroupCoverage]) -> Table:
+    rows = [
+        [
+            g,
+            c.main_pool,
+            c.main_kept,
+            round(c.mass_pool, 4),
+            round(c.mass_kept, 4),
+            c.mass_share or 0.0,
+        ]
+        for g, c in cover.items()
+    ]
+    return Table(
+        title="Coverage by anchor group",
+        columns=[
+            "anchor group",
+            "main benefit: pool",
+            "kept",
+            "utility mass: pool",
+            "kept",
+            "mass kept",
+        ],
+        rows=rows,
+        bar_column=5,
+    )
 
 
 def _card(row, by_id: dict[str, Sample], fields: list[str]) -> Card:

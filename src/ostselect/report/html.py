@@ -4,6 +4,7 @@ no fonts or anything else fetched, so it opens offline and can be mailed around 
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from html import escape
 
 from ostselect.report.content import Card, ReportContent, Table
@@ -67,6 +68,10 @@ details summary { cursor: pointer; color: var(--keep); font-size: 12.5px; }
 .tag { background: #e8eefc; color: #234; border-radius: 999px; padding: 1px 8px;
   font-size: 11.5px; }
 .tag.bad { background: #fde8e8; color: #8a1c1c; }
+.tag.hidden { background: #f1e8fd; color: #4b2380; border: 1px dashed #9b7bd0; }
+.muted { color: var(--muted); font-size: 13px; }
+.alert { background: #fde8e8; border: 2px solid #d64545; color: #8a1c1c; border-radius: 10px;
+         padding: 10px 14px; margin: 12px 0; font-weight: 600; }
 .notes { background: #fff8e6; border: 1px solid #f5dfa3; border-radius: 10px; padding: 10px 14px;
          margin-top: 16px; font-size: 14px; }
 .prov td:first-child { white-space: nowrap; color: var(--muted); width: 30%; }
@@ -92,6 +97,7 @@ def render_html(content: ReportContent) -> str:
         f"<header><h1>{escape(content.title)}</h1>",
         "<p>One-Step-Train utilities: how much one simulated optimizer step on a sample lowers the "
         "loss on the anchor set. Higher is better; below zero the sample hurts.</p></header>",
+        *(f'<div class="alert">{escape(a)}</div>' for a in content.alerts),
         '<section class="stats">',
         *(
             f'<div class="stat"><div class="k">{escape(k)}</div>'
@@ -112,18 +118,22 @@ def render_html(content: ReportContent) -> str:
     parts.append("</div>")
     for table in content.tables:
         parts.append(f"<h2>{escape(table.title)}</h2>")
-        if table.title == "By anchor group" and "groups" in content.figures:
+        beside = {"By anchor group": "groups", "Coverage by anchor group": "coverage"}
+        fig = beside.get(table.title)
+        if fig is not None and fig in content.figures:
             parts.append('<div class="figs two">')
             parts.append(f'<div class="panel">{_table(table)}</div>')
-            parts.append(_figure("groups", *content.figures["groups"]))
+            parts.append(_figure(fig, *content.figures[fig]))
             parts.append("</div>")
         else:
             parts.append(f'<div class="panel">{_table(table)}</div>')
     parts.append(f"<h2>Top {len(content.top)}: the samples worth training on</h2>")
-    parts.append(_gallery(content.top))
+    parts.append(_hidden_note(content, content.top) + _gallery(content.top, content.hidden_label))
     if content.bottom:
         parts.append(f"<h2>Bottom {len(content.bottom)}: the lowest utilities</h2>")
-        parts.append(_gallery(content.bottom))
+        parts.append(
+            _hidden_note(content, content.bottom) + _gallery(content.bottom, content.hidden_label)
+        )
     parts.append("<h2>Provenance</h2>")
     rows = "".join(
         f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in content.provenance
@@ -169,11 +179,22 @@ def _text_block(label: str, cls: str, text: str) -> str:
     )
 
 
-def _gallery(cards: list[Card]) -> str:
-    return '<div class="gallery">' + "".join(_card(c) for c in cards) + "</div>"
+def _hidden_note(content: ReportContent, cards: list[Card]) -> str:
+    """How the hidden labels split this gallery, e.g. "10 clean, 2 misread" (benchmarks)."""
+    labels = [c.hidden for c in cards if c.hidden is not None]
+    if not labels or content.hidden_label is None:
+        return ""
+    counts = Counter(labels)
+    text = ", ".join(f"{n} {k}" for k, n in counts.most_common())
+    return f'<p class="muted">{escape(content.hidden_label)}: {escape(text)}</p>'
 
 
-def _card(c: Card) -> str:
+def _gallery(cards: list[Card], hidden_label: str | None = None) -> str:
+    body = "".join(_card(c, hidden_label) for c in cards)
+    return '<div class="gallery">' + body + "</div>"
+
+
+def _card(c: Card, hidden_label: str | None = None) -> str:
     if c.thumbnails:
         imgs = "".join(
             f'<img class="thumb" alt="image of {escape(c.id)}" src="{data_uri(t, "image/jpeg")}">'
@@ -186,6 +207,9 @@ def _card(c: Card) -> str:
     tags = "".join(f'<span class="tag">{escape(k)}: {escape(v)}</span>' for k, v in c.tags.items())
     if c.toxic:
         tags += '<span class="tag bad">toxic</span>'
+    if c.hidden is not None:
+        label = escape(hidden_label or "hidden")
+        tags += f'<span class="tag hidden" title="{label}">{label}: {escape(c.hidden)}</span>'
     return (
         f'<article class="card{" toxic" if c.toxic else ""}">{thumbs}<div class="body">'
         f'<div class="meta"><span class="rank">rank {c.rank:,}</span>'

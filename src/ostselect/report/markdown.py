@@ -16,6 +16,7 @@ def render_markdown(content: ReportContent, out_path: Path) -> str:
     assets.mkdir(parents=True, exist_ok=True)
     rel = assets.name
     lines = [f"# {content.title}", ""]
+    lines += [*(f"> **{a}**" for a in content.alerts), *([""] if content.alerts else [])]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in content.summary] + [""]
     lines += [f"> {n}" for n in content.notes] + ([""] if content.notes else [])
     for name, (caption, png) in content.figures.items():
@@ -56,8 +57,11 @@ def _card(c: Card, assets: Path, rel: str) -> list[str]:
         name = f"thumb_{c.rank}_{safe}_{j}.jpg"
         (assets / name).write_bytes(thumb)
         out.append(f"![{c.id}]({rel}/{name})")
-    if c.tags:
-        out.append(" ".join(f"`{k}: {v}`" for k, v in c.tags.items()))
+    tags = [f"`{k}: {v}`" for k, v in c.tags.items()]
+    if c.hidden is not None:
+        tags.append(f"`hidden label: {c.hidden}`")
+    if tags:
+        out.append(" ".join(tags))
     for label, text in (("Question", c.question), ("Answer", c.answer)):
         short = text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "…"
         out += ["", f"**{label}:** " + short.replace("\n", "  \n")]

@@ -121,3 +121,21 @@ def group_bars(groups: list[str], kept_mean: list[float], rest_mean: list[float]
     ax.set_ylabel("mean group utility", fontsize=10, color="#3e4c59")
     ax.legend(frameon=False, fontsize=9)
     return _png(fig)
+
+
+def coverage_bars(groups: list[str], pool_pct: list[float], kept_pct: list[float]) -> bytes:
+    """Share of samples whose main benefit is each anchor group, pool vs kept: coverage collapse
+    (a skill that only helps one group losing its samples) shows as a short blue bar."""
+    fig, ax = _figure(max(4.5, 0.7 * len(groups) + 2), 3.2)
+    x = np.arange(len(groups))
+    ax.bar(x - 0.2, pool_pct, width=0.4, color=REST, label="pool")
+    ax.bar(x + 0.2, kept_pct, width=0.4, color=KEEP, label="kept")
+    ax.set_xticks(
+        x,
+        groups,
+        rotation=30 if len(groups) > 5 else 0,
+        ha="right" if len(groups) > 5 else "center",
+    )
+    ax.set_ylabel("% of samples (main benefit)", fontsize=10, color="#3e4c59")
+    ax.legend(frameon=False, fontsize=9)
+    return _png(fig)

@@ -6,6 +6,7 @@ touches the scorer. All limits combine: a sample is kept only if every one of th
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
@@ -29,6 +30,19 @@ class SelectionPolicy(BaseModel):
     - `dedup`: "hash" (same normalised text and same images, perceptual average-hash) or
       "embedding" (hash, plus MiniLM text cosine >= `dedup_threshold` with matching images);
       the higher-utility copy is kept.
+    - `policy`: the order candidates are offered to the limits above. "topk" (default):
+      descending utility. "coverage": lazy greedy on F(S) = sum_g w_g log1p(mass_g(S) / tau_g)
+      over the per-anchor-group utilities (`ostselect.select.coverage`), so every anchor group
+      keeps samples that help it; per token under `budget_tokens`. "consensus": the samples in
+      the top k of the most anchor groups first (ICONS-style votes), ties by total utility.
+    - `normalize`: applied to the utilities before any policy (filters always see the raw
+      utility). "group-z": each anchor group standardised over the scored pool (the total is
+      then the w-weighted sum of z-scores); "stratum-rank": centred percentile ranks within each
+      `balance_by` stratum, so strata with larger utilities do not crowd out the others.
+    - `group_weights`: w_g per anchor group (relative; must name every group). Default: the
+      group's share of the anchor set, from the scores provenance.
+    - `coverage_tau`: one tau for every group, in (normalised) utility units. Default: per group,
+      the mass a random subset of the same size would hold (see `coverage.default_tau`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +56,10 @@ class SelectionPolicy(BaseModel):
     balance: Literal["proportional", "equal"] = "proportional"
     dedup: Literal["none", "hash", "embedding"] = "none"
     dedup_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
+    policy: Literal["topk", "coverage", "consensus"] = "topk"
+    normalize: Literal["none", "group-z", "stratum-rank"] = "none"
+    group_weights: dict[str, float] | None = None
+    coverage_tau: float | None = Field(default=None, gt=0.0)
 
     @field_validator("top")
     @classmethod
@@ -60,11 +78,29 @@ class SelectionPolicy(BaseModel):
             raise ValueError(f"top must be a count like 5000 or a percentage like '20%', got {v!r}")
         return f"{m.group(1)}%"
 
+    @field_validator("group_weights", mode="before")
+    @classmethod
+    def _parse_group_weights(cls, v: object) -> object:
+        return parse_group_weights(v) if isinstance(v, str) else v
+
     @model_validator(mode="after")
     def _balance_needs_field(self) -> SelectionPolicy:
         if self.balance == "equal" and self.balance_by is None:
             raise ValueError("balance='equal' needs balance_by (the field that defines the strata)")
+        if self.normalize == "stratum-rank" and self.balance_by is None:
+            raise ValueError("normalize='stratum-rank' needs balance_by (the field to rank within)")
+        if self.group_weights is not None:
+            w = list(self.group_weights.values())
+            if not w or any(not math.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
+                raise ValueError(
+                    f"group_weights must be finite, >= 0 and not all 0, got {self.group_weights}"
+                )
         return self
+
+    @property
+    def needs_groups(self) -> bool:
+        """Whether this policy reads the per-anchor-group `utility[<group>]` columns."""
+        return self.policy != "topk" or self.normalize == "group-z"
 
     def top_count(self, n_scored: int) -> int | None:
         """The number of samples `top` asks for out of `n_scored` (None: no count limit)."""
@@ -74,3 +110,23 @@ class SelectionPolicy(BaseModel):
             return min(self.top, n_scored)
         pct = Decimal(self.top.rstrip("%"))
         return int((pct * n_scored / 100).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def parse_group_weights(text: str) -> dict[str, float]:
+    """ "read=2,add=1" -> {"read": 2.0, "add": 1.0} (the `--group-weights` syntax)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.rpartition("=")
+        name = name.strip()
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not sep or not name or math.isnan(weight):
+            raise ValueError(f"group weights look like 'read=2,add=1', got {text!r}")
+        if name in out:
+            raise ValueError(f"group {name!r} appears twice in group weights {text!r}")
+        out[name] = weight
+    if not out:
+        raise ValueError(f"group weights look like 'read=2,add=1', got {text!r}")
+    return out

@@ -1,0 +1,192 @@
+"""The benchmark's expensive, independent units of work, runnable in parallel worker processes.
+
+Target fine-tuning runs (one per row, protocol and seed) and the two pretraining stages do not
+depend on each other, and each uses one torch thread: on a 2-core machine two worker processes
+halve the wall time. Every job is a plain function of a JSON-able spec (paths, ids, settings) and
+returns a JSON-able dict, so the result is the same whichever process ran it (seeds fixed, one
+thread each). `JobRunner(workers=1)` runs them inline, in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+_SPLITS: dict[str, list[Any]] = {}  # per-process cache of split files read by jobs
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _split(path: str) -> list[Any]:
+    if path not in _SPLITS:
+        from ostselect.data import iter_samples
+
+        _SPLITS[path] = list(iter_samples(Path(path)))
+    return _SPLITS[path]
+
+
+def train_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune a fresh copy of the pretrained target on `spec["ids"]` and grade it on test.
+
+    Protocol A: `epochs_a` passes over the subset. Protocol B: exactly `steps_b` optimizer steps
+    with the cosine schedule spanning exactly those steps, whatever the subset size.
+    """
+    import time
+
+    from ostselect.bench.target import evaluate, train_model
+    from ostselect.proxy import load_proxy
+
+    by_id = {s.id: s for s in _split(spec["pool"])}
+    samples = [by_id[i] for i in spec["ids"]]
+    test = _split(spec["test"])
+    target = load_proxy(spec["target"], params="all")  # the digit reader stays frozen
+    if spec["protocol"] == "A":
+        schedule: dict[str, Any] = {"epochs": spec["epochs_a"]}
+    else:
+        schedule = {"total_steps": spec["steps_b"]}
+    run = train_model(
+        target,
+        samples,
+        lr=spec["lr"],
+        batch_size=spec["batch_size"],
+        seed=spec["seed"],
+        **schedule,
+    )
+    start = time.perf_counter()
+    acc, outputs = evaluate(
+        target, test, max_new_tokens=spec["max_new_tokens"], batch_size=spec["eval_batch_size"]
+    )
+    return {
+        "accuracy": acc.overall,
+        "per_category": acc.per_category,
+        "unanswered": acc.n_unanswered / acc.n,
+        "correct": list(acc.correct),
+        "steps": run.steps,
+        "schedule_steps": run.schedule_steps,
+        "train_s": round(run.wall_s, 2),
+        "eval_s": round(time.perf_counter() - start, 2),
+        "first_loss": run.first_loss,
+        "last_loss": run.last_loss,
+        "example_output": outputs[0] if outputs else "",
+    }
+
+
+def pretrain_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build a random benchmark VLM, pretrain its digit reader (then frozen), align its language
+    model on captions + arithmetic facts, measure the three competence gates, save to `out`."""
+    import shutil
+    import time
+
+    from ostselect.bench.models import build_bench_model
+    from ostselect.bench.pretrain import (
+        all_fact_samples,
+        fact_samples,
+        pretrain_reader,
+        tokenizer_extras,
+    )
+    from ostselect.bench.target import caption_accuracy, evaluate, train_model
+    from ostselect.proxy import load_proxy
+
+    start = time.perf_counter()
+    captions = _split(spec["pretrain"])
+    n_diag = min(spec["n_diag"], len(captions) // 10)
+    diag, train = captions[:n_diag], captions[n_diag:]
+    facts = fact_samples(spec["n_facts"], spec["seed"])
+    corpus = [t.content for s in (*captions, *facts) for t in s.turns] + tokenizer_extras()
+    out = Path(spec["out"])
+    raw = build_bench_model(
+        out.with_name(out.name + ".random"),
+        text=spec["text"],
+        vision=spec["vision"],
+        corpus=corpus,
+        seed=spec["seed"],
+        role=spec["role"],
+    )
+    model = load_proxy(raw, params="all")
+    reader = pretrain_reader(
+        model, train, diag, epochs=spec["reader_epochs"], lr=spec["reader_lr"], seed=spec["seed"]
+    )
+    run = train_model(
+        model,
+        [*train, *facts],
+        lr=spec["lr"],
+        batch_size=spec["batch_size"],
+        epochs=spec["epochs"],
+        seed=spec["seed"],
+    )
+    reading = caption_accuracy(model, diag) if diag else math.nan
+    arithmetic, _ = evaluate(model, all_fact_samples(), max_new_tokens=40, batch_size=100)
+    model.save(out)
+    shutil.rmtree(raw, ignore_errors=True)
+    return {
+        "parameters": sum(p.numel() for p in model.model.parameters()),
+        "reader": reader,
+        "reader_cell_accuracy": reader["heldout_cell_accuracy"],
+        "caption_accuracy": reading,
+        "arithmetic_accuracy": arithmetic.overall,
+        "n_captions": len(train),
+        "n_facts": len(facts),
+        "steps": run.steps,
+        "first_loss": run.first_loss,
+        "last_loss": run.last_loss,
+        "wall_s": round(time.perf_counter() - start, 2),
+    }
+
+
+class JobRunner:
+    """Runs job functions inline (`workers=1`) or in a pool of spawned worker processes."""
+
+    def __init__(self, workers: int = 1, threads: int = 1) -> None:
+        self.workers = max(1, workers)
+        self.threads = threads
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        specs: Sequence[dict[str, Any]],
+        on_done: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Results in the order of `specs`; `on_done(i, result)` as each finishes (for logs)."""
+        if self.workers == 1 or len(specs) <= 1:
+            out = []
+            for i, spec in enumerate(specs):
+                out.append(fn(spec))
+                if on_done:
+                    on_done(i, out[-1])
+            return out
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.threads,),
+            )
+        futures: list[Future] = [self._pool.submit(fn, spec) for spec in specs]
+        index = {f: i for i, f in enumerate(futures)}
+        from concurrent.futures import as_completed
+
+        results: list[dict[str, Any] | None] = [None] * len(specs)
+        for f in as_completed(futures):
+            i = index[f]
+            results[i] = f.result()
+            if on_done:
+                on_done(i, results[i])  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
