@@ -147,6 +147,9 @@ def test_mini_benchmark_end_to_end(tmp_path):
     assert results["test"]["n"] == config.n_test
     assert all(len(r["correct"]) == config.n_test for r in results["runs"])
     assert all(r["schedule_steps"] == full_steps for r in results["runs"] if r["protocol"] == "B")
+    # every trained job is kept on disk, so a killed run resumes without retraining
+    unique = {json.dumps(r["correct"]) + r["row"] + r["protocol"] for r in results["runs"]}
+    assert 0 < len(list((tmp_path / "work" / "jobs").glob("*.json"))) <= len(unique)
 
     for name in ("ost-exact", "ost-first-order", "ost-hybrid", "loss"):
         s = results["scorers"][name]

@@ -196,6 +196,22 @@ def test_json_array_cut_off_keeps_records_before_the_break(tmp_path, good_record
     assert rej.code == "bad_json" and "rest of the file" in rej.reason and rej.line is not None
 
 
+def test_json_array_rejects_name_the_record_index_not_line_one(tmp_path, good_records):
+    """`json.dump` writes an array on one line: every record would say line 1."""
+    lost = {**good_records[0], "id": "lost", "images": ["images/absent.png"]}
+    mute = {"id": "mute", "messages": [{"role": "assistant", "content": "hi"}]}
+    pool = tmp_path / "pool.json"
+    pool.write_text(json.dumps([good_records[2], lost, mute]), encoding="utf-8")
+    seen: list[Sample | Reject] = []
+    kept = list(iter_samples(pool, on_record=seen.append))
+    rejects = [r for r in seen if isinstance(r, Reject)]
+    assert [s.id for s in kept] == ["s3"] and str(kept[0].source) == f"{pool}[0]"
+    assert [(r.id, r.line, r.reason.split(":")[0]) for r in rejects] == [
+        ("lost", None, "row 1"),
+        ("mute", None, "row 2"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from ostselect.data.sample import ImageRef, Sample, Turn
 from ostselect.report import build_report
-from ostselect.scores import build_scores_table, read_scores, write_scores
+from ostselect.scores import build_scores_table, degenerate_utilities, read_scores, write_scores
+from ostselect.select import ProvenanceMismatchError
 
 CATS = ["geometry", "algebra", "counting"]
 
@@ -114,10 +115,49 @@ def test_report_without_optional_columns_or_images(tmp_path):
     assert "2 (40.0%)" in html  # toxic count
 
 
-def test_report_notes_ids_missing_from_pool(tmp_path, inputs):
+def test_report_refuses_ids_missing_from_pool_unless_forced(tmp_path, inputs):
     pool, scores = inputs
-    html = build_report(scores, pool[:30], tmp_path / "r.html").read_text()
-    assert "10 scored ids are not in the pool" in html
+    with pytest.raises(ProvenanceMismatchError, match=r"10 of 40 scored ids are not in the pool"):
+        build_report(scores, pool[:30], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+    html = build_report(scores, pool[:30], tmp_path / "r.html", force=True).read_text()
+    assert html.index("forced past a provenance mismatch: 10 of 40 scored ids") < html.index("Top ")
+
+
+def test_report_cli_refuses_another_pools_scores_like_select(tmp_path, inputs):
+    """Same refusal, same message (but for the verb), same --force as `ost select`."""
+    from typer.testing import CliRunner
+
+    from ostselect.cli import app
+    from ostselect.data import write_samples
+
+    pool = [s for s in inputs[0] if s.images]  # usable samples only: every scored id is there
+    pool_path = tmp_path / "pool.jsonl"
+    write_samples(pool, pool_path)
+    table = build_scores_table([s.id for s in pool], np.linspace(1, 0, len(pool)), "exact")
+    prov = {"pool_fingerprint": "0" * 64, "pool": "elsewhere/pool.jsonl"}
+    scores = write_scores(table, tmp_path / "scores.parquet", prov)
+    common = ["--pool", str(pool_path), "--scores", str(scores)]
+    out = tmp_path / "r.html"
+    report = CliRunner().invoke(app, ["report", *common, "--out", str(out)])
+    select = CliRunner().invoke(app, ["select", *common, "--out", str(tmp_path / "sub")])
+    assert report.exit_code == select.exit_code == 2 and not out.exists()
+    said = " ".join(report.output.split())
+    assert said == " ".join(select.output.split()).replace("to select anyway", "to report anyway")
+    assert "they were made on elsewhere/pool.jsonl" in said and "0" * 64 not in said
+    forced = CliRunner().invoke(app, ["report", *common, "--out", str(out), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "forced past a provenance mismatch" in out.read_text()
+
+
+@pytest.mark.parametrize(("utility", "flag"), [(0.0, "has utility 0"), (0.3, "same utility")])
+def test_report_flags_utilities_that_rank_nothing(tmp_path, utility, flag):
+    pool = make_pool(6)
+    table = build_scores_table([s.id for s in pool], [utility] * 6, "exact")
+    scores = write_scores(table, tmp_path / "s.parquet", {})
+    html = build_report(scores, pool, tmp_path / "r.html").read_text()
+    assert 'class="alert"' in html and flag in html and "ranking is only pool order" in html
+    assert degenerate_utilities([0.1, 0.3, float("nan")]) is None
 
 
 def test_markdown_writes_pngs_beside_it(tmp_path, inputs):
@@ -138,7 +178,8 @@ def test_report_from_pool_file_via_cli(tmp_path, inputs):
     from ostselect.cli import app
     from ostselect.data import write_samples
 
-    pool, scores = inputs
+    pool = [s for s in inputs[0] if s.images]  # as a file, image-less samples are rejects
+    scores = make_scores_file(tmp_path / "usable.parquet", pool)
     pool_path = tmp_path / "pool.jsonl"
     write_samples(pool, pool_path)
     out = tmp_path / "rep.html"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ostselect.proxy.api import OptimizerState
-from ostselect.scoring.updates import SGD, AdamW, make_update_rule
+from ostselect.scoring.updates import SGD, AdamW, StepSizeError, make_update_rule
 
 
 def _params(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -118,3 +118,20 @@ def test_auto_picks_adamw_only_with_state():
     state = OptimizerState(step=2, lr=4e-4, exp_avg=_grads(1), exp_avg_sq=_grads(2))
     rule = make_update_rule("auto", params, state, None)
     assert isinstance(rule, AdamW) and rule.lr == 4e-4 and rule.step == 2
+
+
+@pytest.mark.parametrize("optimizer", ["auto", "sgd", "adamw"])
+def test_zero_or_non_finite_step_size_is_refused_with_the_fix(optimizer):
+    """A finished schedule saves next lr 0: every utility would be 0, so it is refused."""
+    params = _params()
+    done = OptimizerState(step=9, lr=0.0, exp_avg=_grads(1), exp_avg_sq=_grads(2))
+    state = done if optimizer != "sgd" else None
+    if optimizer != "sgd":
+        with pytest.raises(
+            StepSizeError, match=r"next step is 0 \(its warm-up schedule finished\)"
+        ):
+            make_update_rule(optimizer, params, state, None)
+    assert make_update_rule(optimizer, params, state, 5e-3).lr == 5e-3  # --eta overrides it
+    for bad in (0.0, float("nan"), float("inf")):
+        with pytest.raises(StepSizeError, match=r"--eta .* is not a usable step size"):
+            make_update_rule(optimizer, params, state, bad)

@@ -218,11 +218,21 @@ def test_provenance_refuses_missing_ids_unless_forced():
 
 
 def test_provenance_refuses_other_pool_fingerprint():
-    scores = make_scores([0.5], ids=["s0"], provenance={"pool_fingerprint": "abc"})
-    with pytest.raises(ProvenanceMismatchError, match=r"fingerprint abc.*fingerprint is def"):
-        check_provenance(scores, POOL[:1], "def")
+    """The message names files (what a person can check), never the fingerprints."""
+    prov = {"pool_fingerprint": "abc", "pool": "data/other.jsonl"}
+    scores = make_scores([0.5], ids=["s0"], provenance=prov)
+    with pytest.raises(ProvenanceMismatchError) as err:
+        check_provenance(scores, POOL[:1], "def", scores_path="s.parquet", pool_path="pool.jsonl")
+    assert str(err.value) == (
+        "scores s.parquet do not match the pool pool.jsonl: they were made on data/other.jsonl. "
+        "Score this pool again, or pass --force to select anyway."
+    )
+    with pytest.raises(
+        ProvenanceMismatchError, match=r"other\.jsonl: the pool file has changed since"
+    ):
+        check_provenance(scores, POOL[:1], "def", pool_path="data/other.jsonl")
     assert check_provenance(scores, POOL[:1], "abc") == []
-    assert "abc" in check_provenance(scores, POOL[:1], "def", force=True)[0]
+    assert "other.jsonl" in check_provenance(scores, POOL[:1], "def", force=True)[0]
 
 
 def test_selection_json_summary(tmp_path):

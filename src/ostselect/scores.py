@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ostselect import __version__
+from ostselect.atomic import temp_beside
 
 PROVENANCE_KEY = b"ostselect.provenance"
 REQUIRED_COLUMNS = ("id", "utility", "rank", "toxic", "mode", "status")
@@ -85,7 +85,7 @@ def write_scores(table: pa.Table, path: str | Path, provenance: Mapping[str, Any
     meta = dict(table.schema.metadata or {})
     meta[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         pq.write_table(table, tmp)
@@ -113,6 +113,26 @@ class Scores:
     @property
     def utility(self) -> np.ndarray:
         return self.table.column("utility").to_numpy()
+
+
+def degenerate_utilities(utility: Sequence[float] | np.ndarray) -> str | None:
+    """Why a ranking by these utilities means nothing, or None: every finite utility zero (the
+    step moved nothing, e.g. a zero step size) or all equal. Ties order by pool position alone."""
+    u = np.asarray(utility, dtype=np.float64)
+    u = u[np.isfinite(u)]
+    if not len(u):
+        return None
+    if not u.any():
+        return (
+            f"every one of the {len(u):,} scored samples has utility 0: the step changed nothing "
+            "(a zero step size?), so the ranking is only pool order"
+        )
+    if len(u) > 1 and u.min() == u.max():
+        return (
+            f"all {len(u):,} scored samples have the same utility ({u[0]:.4g}), so the ranking "
+            "is only pool order"
+        )
+    return None
 
 
 def read_provenance(table: pa.Table | pa.Schema) -> dict[str, Any]:

@@ -172,6 +172,7 @@ def demo_config() -> BenchConfig:
     return BenchConfig(
         n_pool=500,
         n_heldout=150,
+        n_test=1000,
         modes=("exact",),
         n_anchors=50,
         epochs_a=12,  # 384 Protocol B steps, as many as the full run's 378

@@ -63,6 +63,8 @@ PRETRAIN_FIELDS = (
     "pretrain_batch_size",
     "threads",
 )
+# The settings the generated splits depend on (a training job's result depends on them too).
+DATA_FIELDS = ("n_pool", "n_heldout", "n_test", "noise_rate", "noise_mix", "clutter", "data_seed")
 N_DIAG = 100  # held-out captions for the reader and caption-reading gates
 
 
@@ -551,32 +553,48 @@ class BenchmarkRun:
         }
 
     def train_many(self, work: Sequence[tuple[Subset, str, int]]) -> list[dict[str, Any]]:
-        """Fine-tune and grade every (subset, protocol, seed), in parallel jobs. A subset this
-        seed already trained under this protocol (hybrid often picks exact's subset; Full-SFT
-        under B is Full-SFT under A) is not trained again: training is deterministic, so that
-        run is this row's run too, relabelled."""
+        """Fine-tune and grade every (subset, protocol, seed), in parallel jobs.
+
+        A subset this seed already trained under the same schedule (hybrid often picks exact's
+        subset; Full-SFT under B is Full-SFT under A) is not trained again: training is
+        deterministic, so that run is this row's run too, relabelled. Each finished job is
+        saved under `jobs/` keyed by everything it depends on, so a killed run resumes there.
+        """
         fresh: dict[tuple, tuple[Subset, str, int]] = {}
         for subset, protocol, seed in work:
             key = self._train_key(subset, protocol, seed)
             if key not in self.trained and key not in fresh:
                 fresh[key] = (subset, protocol, seed)
-        specs = [self._job(*w) for w in fresh.values()]
+        todo: list[tuple[tuple, dict[str, Any], Path]] = []
+        for key, w in fresh.items():
+            spec = self._job(*w)
+            path = self._job_path(spec)
+            if path.is_file():
+                self.trained[key] = self._run_record(*w, json.loads(path.read_text()))
+            else:
+                todo.append((key, spec, path))
+        if len(todo) < len(fresh):
+            self.log(f"reusing {len(fresh) - len(todo)} finished training jobs from {self.out}")
         done = 0
 
         def on_done(i: int, r: dict[str, Any]) -> None:
             nonlocal done
             done += 1
-            subset, protocol, seed = list(fresh.values())[i]
+            key, _, path = todo[i]
+            subset, protocol, seed = fresh[key]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(r))
+            tmp.replace(path)
             self.log(
-                f"[{done}/{len(specs)}] seed {seed} {protocol} {subset.row}: acc "
+                f"[{done}/{len(todo)}] seed {seed} {protocol} {subset.row}: acc "
                 f"{r['accuracy']:.3f} ({r['steps']} steps, {r['train_s']}s train, "
                 f"{r['eval_s']}s eval)"
             )
 
-        for key, w, r in zip(
-            fresh, fresh.values(), self.jobs.map(train_job, specs, on_done), strict=True
-        ):
-            self.trained[key] = self._run_record(*w, r)
+        results = self.jobs.map(train_job, [spec for _, spec, _ in todo], on_done)
+        for (key, _, _), r in zip(todo, results, strict=True):
+            self.trained[key] = self._run_record(*fresh[key], r)
         runs = []
         for subset, protocol, seed in work:
             same = self.trained[self._train_key(subset, protocol, seed)]
@@ -585,6 +603,13 @@ class BenchmarkRun:
                 run["same_subset_as"] = f"{same['row']} ({same['protocol']})"
             runs.append(run)
         return runs
+
+    def _job_path(self, spec: dict[str, Any]) -> Path:
+        """Where a training job's result is kept: a hash of the job and the data it reads."""
+        from ostselect.bench.cache import key_hash
+
+        data = {k: self.config.to_json()[k] for k in DATA_FIELDS}
+        return self.out / "jobs" / f"{key_hash({'spec': spec, 'data': data})}.json"
 
     def _train_key(self, subset: Subset, protocol: str, seed: int) -> tuple:
         # Full-SFT trains the same steps under A and B (steps_b is defined that way).

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from ostselect.cli.common import console, fail, progress
+from ostselect.cli.common import console, fail, load_proxy_or_fail, progress
 
 baseline_app = typer.Typer(
     name="baseline",
@@ -63,12 +63,7 @@ def _read_samples(path: Path, fmt: str, image_root: Path | None, rejects: Path |
 def _load_proxy(path: Path | None, params: str | None, dtype: str):
     if path is None:
         return None
-    from ostselect.proxy import load_proxy
-
-    try:
-        return load_proxy(path, dtype=dtype, params=params)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    return load_proxy_or_fail(path, dtype=dtype, params=params)
 
 
 def _run(

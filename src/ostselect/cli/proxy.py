@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ostselect.cli.common import console, fail
+from ostselect.cli.common import console, fail, load_proxy_or_fail
 
 proxy_app = typer.Typer(help="Build and inspect proxy VLMs.", no_args_is_help=True)
 
@@ -58,9 +58,7 @@ def info(
     """Print the architecture, parameter counts and what is frozen (hence cached when scoring)."""
     if not folder.exists():
         fail(f"proxy folder {folder} not found (build one with `ost proxy init {folder}`)")
-    from ostselect.proxy import load_proxy
-
-    proxy = load_proxy(folder, params=params)
+    proxy = load_proxy_or_fail(folder, flag="FOLDER", params=params)
     total = sum(p.numel() for p in proxy.model.parameters())
     trainable = sum(p.numel() for p in proxy.trainable_parameters().values())
     state = proxy.optimizer_state()

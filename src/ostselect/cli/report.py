@@ -17,6 +17,8 @@ HELP = (
     "per anchor group against the pool's.\n\n"
     "--format html (default) writes one self-contained file (images embedded, no network needed "
     "to view it); --format md writes Markdown with its PNGs in <OUT stem>_files/.\n\n"
+    "Refuses scores made on another pool (missing ids, another pool fingerprint) unless "
+    "--force, like `ost select`.\n\n"
     "Example:  ost report --pool data/pool.jsonl --scores runs/scores.parquet "
     "--out runs/report.html --cutoff 20%"
 )
@@ -42,6 +44,9 @@ def register(app: typer.Typer) -> None:
             "--selection",
             help="An `ost select` selection.json: mark its kept samples (any --policy) instead "
             "of a --cutoff.",
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Report even if the scores were made on another pool."
         ),
     ) -> None:
         from pydantic import ValidationError
@@ -76,6 +81,7 @@ def register(app: typer.Typer) -> None:
                 format=format,
                 image_root=image_root,
                 selection=selection,
+                force=force,
             )
         except (PoolError, ValueError) as e:
             fail(str(e))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ostselect.cli.common import console, fail, progress
+from ostselect.cli.common import check_proxy_folder, console, fail, progress
 
 HELP = (
     "Score every sample of POOL by how much one optimizer step on it lowers the proxy's loss on "
@@ -97,7 +97,13 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from ostselect.scoring import ScoreConfig
+        from ostselect.scoring.updates import StepSizeError, check_step_size
 
+        if eta is not None:  # before ScoreConfig, whose message would name `lr`
+            try:
+                check_step_size(eta)
+            except StepSizeError as err:
+                fail(str(err))
         try:
             config = ScoreConfig(
                 mode=mode,
@@ -120,6 +126,7 @@ def register(app: typer.Typer) -> None:
         for label, path in (("--proxy", proxy), ("--pool", pool), ("--anchors", anchors)):
             if not path.exists():
                 fail(f"{label} {path} does not exist")
+        check_proxy_folder(proxy)
         if backend == "local":
             _device(device)
         engine = {
@@ -147,8 +154,10 @@ def _run(
     from ostselect.data import PoolError, count_records, iter_samples
     from ostselect.engine import StoreError
     from ostselect.engine.ray_backend import ShardFailedError
-    from ostselect.scores import read_scores
+    from ostselect.proxy.folder import NotAModelFolderError
+    from ostselect.scores import degenerate_utilities, read_scores
     from ostselect.scoring.engine_scorer import OSTScorerFactory, score_pool
+    from ostselect.scoring.updates import StepSizeError
 
     bad_anchors = []
     try:
@@ -190,8 +199,10 @@ def _run(
             fail(str(err))
         except ShardFailedError as err:
             fail(str(err))
-        except PoolError as err:
+        except (PoolError, StepSizeError) as err:
             fail(str(err))
+        except NotAModelFolderError as err:
+            fail(f"--proxy {err}")
         except (OSError, ValueError, RuntimeError) as err:
             fail(f"{type(err).__name__}: {err}")
     scores = read_scores(out)
@@ -206,6 +217,9 @@ def _run(
         + (f", {resumed} shard(s) resumed" if resumed else "")
         + f" -> {out}"
     )
+    degenerate = degenerate_utilities(scores.utility)
+    if degenerate:
+        console.print(f"[bold yellow]warning:[/] {degenerate}")
     if "hybrid" in provenance:
         h = provenance["hybrid"]
         console.print(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ostselect.cli.common import console, fail, progress
+from ostselect.cli.common import check_proxy_folder, console, fail, load_proxy_or_fail, progress
 
 HELP = (
     "Warm up a proxy: train it with AdamW + a cosine schedule on a seeded random --fraction of "
@@ -36,16 +36,27 @@ def register(app: typer.Typer) -> None:
         lora_layers: str = typer.Option("all", "--lora-layers", help="all or top-half."),
         dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float64."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        image_root: Path | None = typer.Option(
+            None, "--image-root", help="Folder that relative image paths are resolved against."
+        ),
+        format: str = typer.Option(
+            "auto", "--format", "-f", help="auto, messages, llava, parquet or hf."
+        ),
     ) -> None:
-        from ostselect.data import PoolError, RejectsWriter, iter_samples
-        from ostselect.proxy import load_proxy
+        from ostselect.data import FORMATS, PoolError, RejectsWriter, iter_samples
+        from ostselect.data.rejects import MISSING_IMAGE
         from ostselect.proxy.warmup import WarmupConfig, warmup
 
         if not 0 < fraction <= 1:
             fail(f"--fraction must be in (0, 1], got {fraction}")
+        if format not in FORMATS:
+            fail(f"--format {format!r} is not known: use one of {', '.join(FORMATS)}")
         for label, path in (("--proxy", proxy), ("--pool", pool)):
             if not path.exists():
                 fail(f"{label} {path} does not exist")
+        if image_root is not None and not image_root.is_dir():
+            fail(f"--image-root {image_root} is not a folder: pass the folder holding the images")
+        check_proxy_folder(proxy)
         config = WarmupConfig(
             fraction=fraction,
             lr=lr,
@@ -54,28 +65,36 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             weight_decay=weight_decay,
         )
-        try:
-            model = load_proxy(
-                proxy, dtype=dtype, device=device, params=params, lora_layers=lora_layers
-            )
-        except (OSError, ValueError) as err:
-            fail(f"cannot load proxy {proxy}: {err}")
         out.mkdir(parents=True, exist_ok=True)
         with RejectsWriter(out, stage="warmup") as rejects:
             try:
-                samples = list(iter_samples(pool, rejects=rejects))
+                samples = list(
+                    iter_samples(pool, image_root=image_root, rejects=rejects, format=format)
+                )
             except PoolError as err:
                 fail(str(err))
-            n = max(1, round(fraction * len(samples)))
-            started = time.perf_counter()
-            with progress() as bar:
-                task = bar.add_task("warm-up", total=n * epochs, rate="")
+        if not samples:
+            if not rejects.total:
+                fail(f"--pool {pool} holds no records")
+            lost = rejects.counts.get(MISSING_IMAGE) and image_root is None
+            fail(
+                f"--pool {pool} holds no usable sample: all {rejects.total:,} records were "
+                f"rejected (see {rejects.path})"
+                + ("; if the images live in another folder, pass --image-root" if lost else "")
+            )
+        model = load_proxy_or_fail(
+            proxy, dtype=dtype, device=device, params=params, lora_layers=lora_layers
+        )
+        n = max(1, round(fraction * len(samples)))
+        started = time.perf_counter()
+        with progress() as bar:
+            task = bar.add_task("warm-up", total=n * epochs, rate="")
 
-                def tick(k: int, loss: float) -> None:
-                    rate = (bar.tasks[0].completed + k) / max(time.perf_counter() - started, 1e-9)
-                    bar.update(task, advance=k, rate=f"{rate:,.1f} samples/s loss {loss:.3f}")
+            def tick(k: int, loss: float) -> None:
+                rate = (bar.tasks[0].completed + k) / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, advance=k, rate=f"{rate:,.1f} samples/s loss {loss:.3f}")
 
-                path, result = warmup(model, samples, out, config, progress=tick)
+            path, result = warmup(model, samples, out, config, progress=tick)
         console.print(
             f"[bold green]warmed up[/] on {len(result.trained_ids)} of {len(samples)} samples, "
             f"{result.steps} steps (loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}); "
@@ -83,5 +102,10 @@ def register(app: typer.Typer) -> None:
             if result.losses
             else f"[yellow]no training step was taken[/] -> {path}"
         )
+        if result.losses and result.state.lr == 0 < lr:
+            console.print(
+                "[yellow]note:[/] the schedule has finished (next lr 0): score with --eta, "
+                "or warm up with --fraction < 1 to continue it"
+            )
         if result.skipped:
             console.print(f"{len(result.skipped)} samples skipped (see metadata warmup.skipped)")

@@ -71,13 +71,17 @@ def read_pool(
     schema = format if format in ("messages", "llava") else None
     ctx = RecordContext(str(p), base_dir, schema)
     for rec in _json_records(p, container):
-        default_id = f"{name}:{rec.loc.line}" if container == "jsonl" else f"{name}#{rec.loc.index}"
-        if rec.problem is not None:
+        if container == "jsonl":
+            default_id, loc, where = f"{name}:{rec.loc.line}", rec.loc, ""
+        else:  # a JSON array often sits on one line: its records are named by index, not line
+            default_id, where = f"{name}#{rec.loc.index}", f"row {rec.loc.index}: "
+            loc = SourceLoc(str(p), index=rec.loc.index)
+        if rec.problem is not None:  # bad text: keep the line it starts on, where it must be fixed
             code, reason = rec.problem
             rid = record_id(rec.value, default_id) if isinstance(rec.value, dict) else None
-            yield Reject(rid, str(p), rec.loc.line, reason, code)
+            yield Reject(rid, str(p), rec.loc.line, where + reason, code)
         else:
-            yield _to_sample(rec.value, ctx, rec.loc, default_id, raw=rec.text)
+            yield _to_sample(rec.value, ctx, loc, default_id, raw=rec.text, where=where)
 
 
 def count_records(path: str | Path, *, format: str = "auto") -> int | None:

@@ -9,6 +9,32 @@ from typing import Any
 META_FILE = "ostselect.json"  # arch, trainable-parameter selection, free-form metadata
 OPTIMIZER_FILE = "optimizer.pt"  # OptimizerState fields, tensors keyed by trainable parameter names
 ADAPTER_DIR = "adapter"  # peft LoRA adapter, kept apart from the base weights
+NOT_A_MODEL_FOLDER = (
+    "not a model folder (no config.json with model_type); build one with `ost proxy init` or "
+    "pass a Hugging Face model folder"
+)
+
+
+class NotAModelFolderError(ValueError):
+    """A proxy path that exists but holds no Hugging Face model (instead of transformers'
+    `Unrecognized model ...`, which names neither the cause nor the fix)."""
+
+
+def check_model_folder(path: str | Path) -> None:
+    """Raise `NotAModelFolderError` unless `path` has a config.json naming a `model_type`.
+
+    Cheap (no torch, no transformers), so a driver can refuse a wrong --proxy before any work. A
+    path that does not exist is left to the loader (it may be a hub name).
+    """
+    folder = Path(path)
+    if not folder.exists():
+        return
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, a file instead of a folder, not JSON
+        config = None
+    if not (isinstance(config, dict) and config.get("model_type")):
+        raise NotAModelFolderError(f"{folder}: {NOT_A_MODEL_FOLDER}")
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:

@@ -12,7 +12,13 @@ from typing import Any
 import torch
 
 from ostselect.proxy.api import OptimizerState
-from ostselect.proxy.folder import ADAPTER_DIR, OPTIMIZER_FILE, read_meta, write_meta
+from ostselect.proxy.folder import (
+    ADAPTER_DIR,
+    OPTIMIZER_FILE,
+    check_model_folder,
+    read_meta,
+    write_meta,
+)
 from ostselect.proxy.model import DTYPES, Proxy
 from ostselect.proxy.params import ParamsSpec, apply_lora, select_all, select_regex
 from ostselect.proxy.processors import load_processor
@@ -47,7 +53,9 @@ def load_proxy(
     """Load a proxy folder (any `AutoModelForImageTextToText` checkpoint) with its processor.
 
     `params=None` uses the selection saved in the folder's ostselect.json (else "all"). A saved LoRA
-    adapter is loaded when the selection is LoRA, and merged into the weights otherwise.
+    adapter is loaded when the selection is LoRA, and merged into the weights otherwise. A folder
+    without a model raises `NotAModelFolderError` (a `ValueError`), a missing one
+    `FileNotFoundError`.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -57,6 +65,7 @@ def load_proxy(
         raise FileNotFoundError(
             f"proxy folder {folder} not found (build one with `ost proxy init {folder}`)"
         )
+    check_model_folder(folder)
     meta = read_meta(folder)
     config = AutoConfig.from_pretrained(str(path))
     torch_dtype = _resolve_dtype(dtype)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from ostselect.atomic import temp_beside
 from ostselect.data.sample import Sample
 from ostselect.report.content import gather
 from ostselect.report.html import render_html
@@ -31,6 +31,7 @@ def build_report(
     hidden_tags: Mapping[str, str] | None = None,
     hidden_label: str = "hidden label",
     alerts: Sequence[str] = (),
+    force: bool = False,
 ) -> Path:
     """Write the report: `format="html"`, one self-contained file; `"md"`, Markdown + PNGs.
 
@@ -39,7 +40,8 @@ def build_report(
     coverage-aware subset; with per-anchor-group columns the report then shows the subset's
     coverage per group. `strata_fields` defaults to the categorical `Sample.extra` fields found
     in the pool. `hidden_tags`/`hidden_label`: evaluation-only labels shown on each gallery
-    card (the benchmark's noise tags); `alerts`: lines shown first, in red.
+    card (the benchmark's noise tags); `alerts`: lines shown first, in red. Scores made on another
+    pool raise `ProvenanceMismatchError` unless `force`, as in `select`.
     """
     if format not in ("html", "md"):
         raise ValueError(f"unknown report format {format!r} (use 'html' or 'md')")
@@ -57,6 +59,7 @@ def build_report(
         hidden_tags=hidden_tags,
         hidden_label=hidden_label,
         alerts=alerts,
+        force=force,
     )
     text = render_html(content) if format == "html" else render_markdown(content, out_path)
     _write_atomic(out_path, text)
@@ -64,7 +67,7 @@ def build_report(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

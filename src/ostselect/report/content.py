@@ -19,10 +19,10 @@ import pandas as pd
 
 from ostselect.data.sample import IMAGE_PLACEHOLDER, Sample
 from ostselect.report import plots
-from ostselect.scores import Scores, read_scores
+from ostselect.scores import Scores, degenerate_utilities, read_scores
 from ostselect.select.coverage import GroupCoverage, coverage_by_group
 from ostselect.select.policy import SelectionPolicy
-from ostselect.select.provenance import load_pool
+from ostselect.select.provenance import check_provenance, load_pool
 
 _GROUP = re.compile(r"^utility\[(.+)\]$")
 MAX_STRATA = 24
@@ -80,6 +80,7 @@ def gather(
     hidden_tags: Mapping[str, str] | None = None,
     hidden_label: str = "hidden label",
     alerts: Sequence[str] = (),
+    force: bool = False,
 ) -> ReportContent:
     """Every number, table and figure of the report.
 
@@ -88,11 +89,24 @@ def gather(
     `hidden_tags` (id -> label) are evaluation-only labels a scorer never saw, e.g. the
     benchmark's noise type: each gallery card shows its own, marked `hidden_label`, so a person
     sees what the ranking kept and dropped. `alerts` open the report in red.
+
+    Scores made on another pool raise `ProvenanceMismatchError`, as `select` does, unless `force`
+    (then the mismatch opens the report, as do utilities that rank nothing: all equal or zero).
     """
     scores_path = None if isinstance(scores, Scores) else str(scores)
     if not isinstance(scores, Scores):
         scores = read_scores(scores)
     samples, pool_fp = load_pool(pool, image_root=image_root)
+    pool_path = pool if isinstance(pool, str | Path) else None
+    mismatch = check_provenance(
+        scores,
+        samples,
+        pool_fp,
+        force=force,
+        scores_path=scores_path,
+        pool_path=pool_path,
+        action="report",
+    )
     by_id = {s.id: s for s in samples}
     df = scores.to_pandas()
     df["id"] = df["id"].astype(str)
@@ -179,13 +193,8 @@ def gather(
     notes = []
     if not_ok:
         notes.append(f"{not_ok} samples have a scoring status other than 'ok'.")
-    missing = [i for i in df["id"] if i not in by_id]
-    if missing:
-        notes.append(
-            f"{len(missing)} scored ids are not in the pool (e.g. {', '.join(missing[:3])})."
-        )
     prov = [(str(key), _fmt(val)) for key, val in sorted(scores.provenance.items())]
-    prov.append(("report: pool", str(pool) if isinstance(pool, str | Path) else "(in memory)"))
+    prov.append(("report: pool", str(pool_path) if pool_path is not None else "(in memory)"))
     if pool_fp:
         prov.append(("report: pool fingerprint", pool_fp))
     if scores_path:
@@ -199,7 +208,7 @@ def gather(
         bottom=bottom,
         provenance=prov,
         notes=notes,
-        alerts=list(alerts),
+        alerts=[*alerts, *mismatch, *filter(None, [degenerate_utilities(u)])],
         hidden_label=hidden_label if hidden_tags else None,
     )
 

@@ -29,7 +29,7 @@ class ScoreConfig(BaseModel):
 
     mode: Mode = "exact"
     optimizer: Literal["auto", "sgd", "adamw"] = "auto"
-    lr: float | None = Field(default=None, alias="eta", gt=0)
+    lr: float | None = Field(default=None, alias="eta", gt=0, allow_inf_nan=False)
     dtype: Literal["float32", "bfloat16", "float64"] | None = None
     device: str = "auto"
     batch_size: int = Field(default=8, ge=1)

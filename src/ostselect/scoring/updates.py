@@ -9,6 +9,7 @@ simulated step equals the step a real `torch.optim.SGD` / `torch.optim.AdamW` wo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,11 @@ Tensors = Mapping[str, torch.Tensor]
 
 DEFAULT_SGD_LR = 1e-3
 DEFAULT_ADAMW_LR = 1e-5
+SUGGESTED_ETA = 0.005  # named in refusals: a step that moves a small proxy measurably
+
+
+class StepSizeError(ValueError):
+    """A zero or non-finite step size: every utility would be 0 (or NaN), a silent wrong answer."""
 
 
 @dataclass(frozen=True)
@@ -185,11 +191,34 @@ UpdateRule = SGD | AdamW
 def make_update_rule(
     optimizer: str, params: Tensors, state: OptimizerState | None, lr: float | None
 ) -> UpdateRule:
-    """`auto` continues AdamW when the proxy has a warm-up state and uses SGD otherwise."""
+    """`auto` continues AdamW when the proxy has a warm-up state and uses SGD otherwise.
+
+    Raises `StepSizeError` when the step size (given, or the warm-up's saved next lr) is zero or
+    not finite, naming the fix.
+    """
     if optimizer == "auto":
         optimizer = "adamw" if state is not None else "sgd"
     if optimizer == "sgd":
-        return SGD(lr=DEFAULT_SGD_LR if lr is None else lr)
-    if optimizer == "adamw":
-        return AdamW.from_state(state, params, lr=lr)
-    raise ValueError(f"unknown optimizer {optimizer!r}; use auto, sgd or adamw")
+        rule: UpdateRule = SGD(lr=DEFAULT_SGD_LR if lr is None else lr)
+    elif optimizer == "adamw":
+        rule = AdamW.from_state(state, params, lr=lr)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use auto, sgd or adamw")
+    check_step_size(rule.lr, saved=lr is None and isinstance(rule, AdamW) and state is not None)
+    return rule
+
+
+def check_step_size(lr: float, *, saved: bool = False) -> None:
+    """Refuse a step size that cannot move theta (`saved`: it is the warm-up state's next lr)."""
+    if math.isfinite(lr) and lr > 0:
+        return
+    if saved:
+        why = "its warm-up schedule finished" if lr == 0 else "the saved state is broken"
+        raise StepSizeError(
+            f"the proxy's saved learning rate for the next step is {lr:g} ({why}): pass --eta "
+            f"{SUGGESTED_ETA:g} or warm up with --fraction < 1"
+        )
+    raise StepSizeError(
+        f"--eta {lr:g} is not a usable step size (every utility would be 0 or NaN): pass a "
+        f"positive, finite --eta such as {SUGGESTED_ETA:g}"
+    )

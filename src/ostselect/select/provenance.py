@@ -45,9 +45,20 @@ def scores_fingerprint(scores: Scores) -> str | None:
 
 
 def check_provenance(
-    scores: Scores, samples: Sequence[Sample], pool_fp: str | None, *, force: bool = False
+    scores: Scores,
+    samples: Sequence[Sample],
+    pool_fp: str | None,
+    *,
+    force: bool = False,
+    scores_path: str | Path | None = None,
+    pool_path: str | Path | None = None,
+    action: str = "select",
 ) -> list[str]:
-    """Problems found, as warnings when `force`; otherwise raise `ProvenanceMismatchError`."""
+    """Problems found, as warnings when `force`; otherwise raise `ProvenanceMismatchError`.
+
+    The message names the files (`scores_path`, `pool_path`), not fingerprints: those are what a
+    person can check. `action` ("select", "report") completes "pass --force to ... anyway".
+    """
     problems: list[str] = []
     pool_ids = {s.id for s in samples}
     missing = [i for i in scores.ids if str(i) not in pool_ids]
@@ -58,14 +69,19 @@ def check_provenance(
         )
     made_on = scores_fingerprint(scores)
     if made_on is not None and pool_fp is not None and made_on != pool_fp:
-        problems.append(
-            f"the scores were made on a pool with fingerprint {made_on}, "
-            f"but this pool's fingerprint is {pool_fp}"
-        )
+        scored = scores.provenance.get("pool")
+        if scored and pool_path is not None and Path(scored).resolve() == Path(pool_path).resolve():
+            problems.append("the pool file has changed since the scores were made")
+        elif scored:
+            problems.append(f"they were made on {scored}")
+        else:
+            problems.append("they were made on another pool (its content differs)")
     if problems and not force:
+        what = f"scores {scores_path}" if scores_path is not None else "the scores"
+        pool_name = f" {pool_path}" if pool_path is not None else ""
         raise ProvenanceMismatchError(
-            "scores do not match the pool: "
+            f"{what} do not match the pool{pool_name}: "
             + "; ".join(problems)
-            + ". Score this pool again, or pass force=True (--force) to select anyway."
+            + f". Score this pool again, or pass --force to {action} anyway."
         )
     return [f"forced past a provenance mismatch: {p}" for p in problems]

@@ -150,7 +150,14 @@ def select(
     if policy.needs_groups and not groups:
         raise ValueError(_no_groups_message(policy, scores_path))
     samples, pool_fp = load_pool(pool, image_root=image_root, rejects=rejects)
-    warnings = check_provenance(scores, samples, pool_fp, force=force)
+    warnings = check_provenance(
+        scores,
+        samples,
+        pool_fp,
+        force=force,
+        scores_path=scores_path,
+        pool_path=pool if isinstance(pool, str | Path) else None,
+    )
     table = scores.to_pandas()
     table["id"] = table["id"].astype(str)
     if "rank" not in table.columns:
