@@ -152,3 +152,18 @@ def good_records(make_png: Callable[..., Path]) -> list[dict[str, Any]]:
             "source": "text",
         },
     ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Benchmark pretraining caches models under $OSTSELECT_CACHE: tests use their own folder,
+    never the user's ~/.cache (and never a model cached by an earlier, different run)."""
+    import os
+
+    old = os.environ.get("OSTSELECT_CACHE")
+    os.environ["OSTSELECT_CACHE"] = str(tmp_path_factory.mktemp("ostselect-cache"))
+    yield
+    if old is None:
+        os.environ.pop("OSTSELECT_CACHE", None)
+    else:
+        os.environ["OSTSELECT_CACHE"] = old

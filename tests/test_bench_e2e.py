@@ -148,8 +148,9 @@ def test_mini_benchmark_end_to_end(tmp_path):
     assert all(len(r["correct"]) == config.n_test for r in results["runs"])
     assert all(r["schedule_steps"] == full_steps for r in results["runs"] if r["protocol"] == "B")
     # every trained job is kept on disk, so a killed run resumes without retraining
-    unique = {json.dumps(r["correct"]) + r["row"] + r["protocol"] for r in results["runs"]}
-    assert 0 < len(list((tmp_path / "work" / "jobs").glob("*.json"))) <= len(unique)
+    # (a subset trained twice under the same schedule, e.g. Full-SFT under A and B, is one job)
+    jobs = list((tmp_path / "work" / "jobs").glob("*.json"))
+    assert 0 < len(jobs) < len(results["runs"])
 
     for name in ("ost-exact", "ost-first-order", "ost-hybrid", "loss"):
         s = results["scorers"][name]

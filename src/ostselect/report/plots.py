@@ -105,37 +105,31 @@ def utility_vs_loss(utility: np.ndarray, loss: np.ndarray, kept: np.ndarray) -> 
     return _png(fig)
 
 
-def group_bars(groups: list[str], kept_mean: list[float], rest_mean: list[float]) -> bytes:
-    """Mean per-anchor-group utility of kept vs other samples: which topics the subset helps."""
+def _paired_bars(
+    groups: list[str], bars: list[tuple[list[float], str, str]], ylabel: str, zero: bool
+) -> bytes:
+    """One pair of bars per anchor group: `bars` = [(values, colour, label), (values, ...)]."""
     fig, ax = _figure(max(4.5, 0.7 * len(groups) + 2), 3.2)
     x = np.arange(len(groups))
-    ax.bar(x - 0.2, kept_mean, width=0.4, color=KEEP, label="kept")
-    ax.bar(x + 0.2, rest_mean, width=0.4, color=REST, label="not kept")
-    ax.axhline(0.0, color="#7b8794", linewidth=0.8)
-    ax.set_xticks(
-        x,
-        groups,
-        rotation=30 if len(groups) > 5 else 0,
-        ha="right" if len(groups) > 5 else "center",
-    )
-    ax.set_ylabel("mean group utility", fontsize=10, color="#3e4c59")
+    for offset, (values, colour, label) in zip((-0.2, 0.2), bars, strict=True):
+        ax.bar(x + offset, values, width=0.4, color=colour, label=label)
+    if zero:
+        ax.axhline(0.0, color="#7b8794", linewidth=0.8)
+    wide = len(groups) > 5
+    ax.set_xticks(x, groups, rotation=30 if wide else 0, ha="right" if wide else "center")
+    ax.set_ylabel(ylabel, fontsize=10, color="#3e4c59")
     ax.legend(frameon=False, fontsize=9)
     return _png(fig)
+
+
+def group_bars(groups: list[str], kept_mean: list[float], rest_mean: list[float]) -> bytes:
+    """Mean per-anchor-group utility of kept vs other samples: which topics the subset helps."""
+    bars = [(kept_mean, KEEP, "kept"), (rest_mean, REST, "not kept")]
+    return _paired_bars(groups, bars, "mean group utility", zero=True)
 
 
 def coverage_bars(groups: list[str], pool_pct: list[float], kept_pct: list[float]) -> bytes:
     """Share of samples whose main benefit is each anchor group, pool vs kept: coverage collapse
     (a skill that only helps one group losing its samples) shows as a short blue bar."""
-    fig, ax = _figure(max(4.5, 0.7 * len(groups) + 2), 3.2)
-    x = np.arange(len(groups))
-    ax.bar(x - 0.2, pool_pct, width=0.4, color=REST, label="pool")
-    ax.bar(x + 0.2, kept_pct, width=0.4, color=KEEP, label="kept")
-    ax.set_xticks(
-        x,
-        groups,
-        rotation=30 if len(groups) > 5 else 0,
-        ha="right" if len(groups) > 5 else "center",
-    )
-    ax.set_ylabel("% of samples (main benefit)", fontsize=10, color="#3e4c59")
-    ax.legend(frameon=False, fontsize=9)
-    return _png(fig)
+    bars = [(pool_pct, REST, "pool"), (kept_pct, KEEP, "kept")]
+    return _paired_bars(groups, bars, "% of samples (main benefit)", zero=False)
