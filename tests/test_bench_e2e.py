@@ -164,7 +164,7 @@ def test_mini_benchmark_end_to_end(tmp_path):
     for row in ("OST-exact 50% (balanced)", "OST-exact 50% (coverage)", "loss 50% (balanced)"):
         r = rows[(row, "B")]
         assert r["seeds"] == list(config.seeds) and sum(r["kept_per_category"].values()) == k
-    assert "per-anchor-group" in results["policies"]["skipped"]["loss 50% (coverage)"]
+    assert "per-anchor-group" in results["policies"]["skipped"]["loss (coverage)"]
     balanced = rows[("OST-exact 50% (balanced)", "B")]["kept_per_category"]
     assert max(balanced.values()) - min(balanced.values()) <= 1  # the pool is evenly spread
 
