@@ -33,7 +33,6 @@ from ostselect.bench.noise import CLEAN
 from ostselect.data.sample import Sample
 
 Log = Callable[[str], None]
-PROTOCOLS = ("A", "B")
 
 
 @dataclass
