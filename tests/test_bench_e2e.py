@@ -80,6 +80,8 @@ def test_configs_serialise_and_override():
         "eta": None,
         "proxy": "target",
         "balance_by": None,
+        "normalize": None,
+        "optimizer": None,
     }
     json.dumps(saved)
     assert mini.with_overrides(variants=(), eta=0.01).variants == ()
@@ -107,6 +109,15 @@ def test_scores_cache_key_depends_on_eta_and_scoring_model(tmp_path):
     assert variant_method(OSTVariant("b", balance_by="category"), config) != "ost-exact"
     assert variant_scorer(OSTVariant("e", eta=0.02), config) == "ost-exact-eta0.02"
     assert variant_scorer(OSTVariant("t", proxy="target"), config) == "ost-exact-target-proxy"
+    # the paper's step: AdamW from the warm-up state, at its next lr (eta None) unless given
+    adamw = OSTVariant("a", optimizer="adamw")
+    assert variant_scorer(adamw, config) == "ost-exact-adamw"
+    assert run.scores_key("x", ckpt, optimizer="adamw") != run.scores_key("x", ckpt)
+    assert run.scores_key("x", ckpt, optimizer=config.optimizer) == run.scores_key("x", ckpt)
+    # group-z ranks the same scores differently: same scorer, its own method (own training key)
+    z = OSTVariant("z", normalize="group-z")
+    assert variant_scorer(z, config) == "ost-exact"
+    assert variant_method(z, config) == "ost-exact-group-z"
 
 
 @pytest.mark.slow

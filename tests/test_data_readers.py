@@ -238,3 +238,12 @@ def test_forced_schema_rejects_the_other_schema_with_a_hint(tmp_path, write_pool
     rec = {"id": "l", "conversations": [{"from": "human", "value": "q"}]}
     (rej,) = list(read_pool(write_pool([rec], "jsonl"), format="messages"))
     assert isinstance(rej, Reject) and rej.code == "bad_record" and "--format llava" in rej.reason
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_count_records_gives_json_pools_a_total(kind, good_records, write_pool):
+    """Progress bars need a total for an ETA, JSON arrays included (they are parsed to count)."""
+    from ostselect.data import count_records
+
+    pool = write_pool(good_records, kind)
+    assert count_records(pool) == len(good_records)

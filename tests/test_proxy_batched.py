@@ -1,7 +1,7 @@
-"""The fast paths of `Proxy` equal the slow ones: batched per-sample gradients equal
-one-sample-at-a-time autograd (to the float32 rounding of HF's softmax), evaluation with LoRA merged
-into the base weights equals the LoRA side branch (float64), and the fused-attention evaluation
-equals eager attention (float32)."""
+"""The fast paths of `Proxy` equal the slow ones, for every registered family: batched per-sample
+gradients equal one-sample-at-a-time autograd (float64, SDPA attention throughout), evaluation
+with LoRA merged into the base weights equals the LoRA side branch (float64), and the
+fused-attention evaluation equals eager attention (float32)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from ostselect.proxy import build_tiny_proxy, load_proxy
+from ostselect.proxy.families import buildable_names
 from ostselect.proxy.params import find_text_model
 from ostselect.proxy.toy import toy_samples
 
-ARCHES = ("qwen2-vl", "llava", "idefics3")
+ARCHES = buildable_names()  # every registered family with a tiny build
 PARAMS = {
     "all": {"params": "all"},
     "lora": {"params": "lora"},
@@ -46,20 +47,19 @@ def test_batched_gradients_equal_one_at_a_time(proxy_dirs, samples, arch, params
     theta = _perturbed(proxy.trainable_parameters(), 0)  # LoRA B is zero at init: move it
     prepared = proxy.prepare(samples)
     assert prepared.attention_mask.sum(1).unique().numel() > 1  # really padded
-    # LoRA goes through one batched backward + per-sample einsums with fused float64 attention;
-    # the rest through vmap(grad) with HF's eager attention, whose softmax is float32 even in a
-    # float64 model (a padded row sums more zero terms: float32 round-off, nothing more). The
-    # frozen lower layers (top-half) are HF's eager forward in `prepare`: float32 round-off too.
+    # LoRA goes through one batched backward + per-sample einsums, the rest through vmap(grad);
+    # a float64 proxy attends with SDPA (float64; HF's eager softmax would be float32), so a
+    # padded row differs from the one-sample batch by float64 round-off only.
+    assert proxy.hf_model.config._attn_implementation == "sdpa"
     lora = params.startswith("lora")
     assert proxy._lora_only(theta) == lora
     losses, grads = proxy.per_sample_gradients(prepared, theta)
     assert losses.shape == (len(samples),)
-    rel = 1e-10 if params == "lora" else 1e-6
+    rel = 1e-10
     for i, s in enumerate(samples):
         leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        with proxy._attention("sdpa" if lora else "eager"):
-            loss = proxy.per_sample_loss(proxy.prepare([s]), leaves)[0]
-            ref = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        loss = proxy.per_sample_loss(proxy.prepare([s]), leaves)[0]
+        ref = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         assert float(losses[i]) == pytest.approx(float(loss), abs=1e-12, rel=rel)
         for (k, _), g in zip(leaves.items(), ref, strict=True):
             g = torch.zeros_like(theta[k]) if g is None else g

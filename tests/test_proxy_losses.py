@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from ostselect.proxy import build_tiny_proxy, load_proxy
-from ostselect.proxy.arches import ARCHES
+from ostselect.proxy.families import buildable_names
 from ostselect.proxy.toy import toy_samples
 
+ARCHES = buildable_names()
 PARAM_CASES = [("all", {}), ("lora", {}), ("lora", {"lora_layers": "top-half"})]
 
 

@@ -11,10 +11,11 @@ import torch
 from ostselect.data.sample import Sample, Turn
 from ostselect.proxy import build_tiny_proxy, load_proxy
 from ostselect.proxy.collate import IGNORE_INDEX, CollateError
+from ostselect.proxy.families import buildable_names
 from ostselect.proxy.toy import toy_samples
 
 
-@pytest.fixture(scope="module", params=["qwen2-vl", "llava", "idefics3"])
+@pytest.fixture(scope="module", params=buildable_names())
 def proxy(request, tmp_path_factory):
     folder = build_tiny_proxy(tmp_path_factory.mktemp(request.param), arch=request.param)
     return load_proxy(folder, dtype="float64")

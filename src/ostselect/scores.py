@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,28 @@ from ostselect.atomic import temp_beside
 
 PROVENANCE_KEY = b"ostselect.provenance"
 REQUIRED_COLUMNS = ("id", "utility", "rank", "toxic", "mode", "status")
+
+
+class Status(StrEnum):
+    """Every value of the `status` column, for every scorer: "ok", or why the row is unusable.
+
+    A `StrEnum`, so a member equals (and is written as) its plain string: tables written before
+    this enum read back the same.
+    """
+
+    OK = "ok"
+    NONFINITE = "nonfinite"  # a NaN/inf utility or loss (the engine's guard marks it too)
+    OOM = "oom"  # still out of memory as a single sample
+    ERROR = "error"  # the sample could not be prepared or scored
+    SKIPPED = "skipped"  # not asked for in this pass (hybrid's exact rounds)
+    ZERO_GRADIENT = "zero-gradient"  # LESS: a zero feature has no direction (cosine undefined)
+    UNPARSEABLE = "unparseable"  # judge: the reply held no score in 1..10
+    REQUEST_FAILED = "request-failed"  # judge: the request failed after its retries
+
+
+def finite_status(values: Sequence[float] | np.ndarray) -> list[str]:
+    """`ok` where the value is finite, `nonfinite` elsewhere."""
+    return [Status.OK if np.isfinite(v) else Status.NONFINITE for v in values]
 
 
 def group_column(group: str) -> str:
@@ -133,6 +156,59 @@ def degenerate_utilities(utility: Sequence[float] | np.ndarray) -> str | None:
             "is only pool order"
         )
     return None
+
+
+# A proxy that has learned nothing specific rates every sample alike: each one-step update lowers
+# the anchor loss by about the same amount (it teaches generic token statistics), so utilities are
+# all positive and spread little around their mean. Measured: a random tiny proxy gave a
+# coefficient of variation (std / |mean|) of 0.048 and no toxic sample; the benchmark's pretrained,
+# warmed-up proxy 2.09 with 64% toxic. Below this value, with no toxic sample, we warn.
+UNIFORM_CV = 0.1
+
+
+def untrained_proxy(
+    utility: Sequence[float] | np.ndarray, provenance: dict[str, Any]
+) -> str | None:
+    """Why these scores look like they come from an untrained proxy, or None.
+
+    Two signs, either is enough: the proxy's warm-up did not lower its samples' loss
+    (`proxy.warmup.loss_not_lowered`, on the warm-up record the scorer copies into the
+    provenance), or the utilities are nearly uniform (see `UNIFORM_CV`). Such a ranking is noise
+    dressed as an order, so the CLI and the report say so.
+    """
+    from ostselect.proxy.warmup import loss_not_lowered
+
+    reasons = []
+    warm = provenance.get("proxy_warmup") or {}
+    head = warm.get("loss_before", warm.get("loss_head"))
+    tail = warm.get("loss_after", warm.get("loss_tail"))
+    if loss_not_lowered(head, tail):
+        reasons.append(
+            f"its warm-up did not lower the loss ({head:.4g} -> {tail:.4g} over "
+            f"{warm.get('steps', '?')} steps)"
+        )
+    u = np.asarray(utility, dtype=np.float64)
+    u = u[np.isfinite(u)]
+    if len(u) >= 10 and u.min() >= 0 and u.mean() > 0:
+        cv = float(u.std() / u.mean())
+        if cv < UNIFORM_CV:
+            reasons.append(
+                f"its utilities are nearly uniform (std/mean {cv:.3f} < {UNIFORM_CV}, no toxic "
+                "sample): every sample helps about equally"
+            )
+    if not reasons:
+        return None
+    return (
+        "the proxy looks untrained: "
+        + "; ".join(reasons)
+        + ". This ranking is mostly noise: score with a proxy that can do the task (pretrained, "
+        "then `ost warmup` on 5% of the pool at a learning rate that lowers the loss)"
+    )
+
+
+def ranking_alerts(utility: Sequence[float] | np.ndarray, provenance: dict[str, Any]) -> list[str]:
+    """Everything that makes a ranking by `utility` meaningless, one line each (CLI and report)."""
+    return [a for a in (degenerate_utilities(utility), untrained_proxy(utility, provenance)) if a]
 
 
 def read_provenance(table: pa.Table | pa.Schema) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Baselines: the selection methods OST is compared with, each writing the same scores table.
 
-Every baseline is a `SampleScorer` (higher utility = keep), so selection, reports and the benchmark
-treat them exactly like OST. `run_baseline` scores a whole pool and returns the table with its
-provenance (settings + cost: wall time, sample forward/backward passes, judge tokens) in the
-metadata. See docs/baselines.md for each method's definition and conventions.
+Every baseline is a `SampleScorer` (higher utility = keep) registered by name in
+`ostselect.baselines.registry` (one decorator in its own module), so selection, reports, the CLI
+and the benchmark treat them exactly like OST. `run_baseline` scores samples in memory;
+`ost baseline NAME` runs the same scorer through the engine (shards, resume, Ray). Either way the
+table's provenance holds the settings and the cost (sample forward/backward passes, judge
+tokens, wall time). See docs/baselines.md for each method's definition and conventions.
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ostselect.baselines.registry import (
+    BaselineOptions,
+    BaselineSpec,
+    baseline_names,
+    get_baseline,
+    register_baseline,
+)
 from ostselect.scores import PROVENANCE_KEY, build_scores_table
 
 if TYPE_CHECKING:
@@ -23,9 +31,6 @@ if TYPE_CHECKING:
     from ostselect.data.sample import Sample
     from ostselect.proxy.api import ScoringModel
 
-BASELINE_NAMES = ("random", "loss", "ifd", "grand", "el2n", "less", "deita", "judge")
-NEEDS_PROXY = frozenset({"loss", "ifd", "grand", "el2n", "less"})
-NEEDS_ANCHORS = frozenset({"less"})
 CORE_COLUMNS = ("id", "utility", "status")
 
 
@@ -36,65 +41,8 @@ def make_baseline(
     anchors: Sequence[Sample] | None = None,
     **options: Any,
 ) -> Baseline:
-    """Build the scorer for `name` with its options (see each class for the keywords)."""
-    from ostselect.baselines.base import require_proxy
-
-    if name not in BASELINE_NAMES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINE_NAMES)}")
-    if name in NEEDS_PROXY:
-        proxy = require_proxy(proxy, name)
-    if name == "random":
-        from ostselect.baselines.random_scores import RandomBaseline
-
-        return RandomBaseline(**options)
-    if name == "loss":
-        from ostselect.baselines.loss import LossBaseline
-
-        return LossBaseline(proxy, **options)
-    if name == "ifd":
-        from ostselect.baselines.ifd import IFDBaseline
-
-        return IFDBaseline(proxy, **options)
-    if name == "grand":
-        from ostselect.baselines.norms import GraNdBaseline
-
-        return GraNdBaseline(proxy, **options)
-    if name == "el2n":
-        from ostselect.baselines.norms import EL2NBaseline
-
-        return EL2NBaseline(proxy, **options)
-    if name == "less":
-        from ostselect.baselines.less import LESSBaseline
-
-        return LESSBaseline(proxy, anchors or [], **options)
-    if name == "deita":
-        from ostselect.baselines.deita import DEITABaseline
-
-        return DEITABaseline(proxy, **options)
-    return _make_judge(**options)
-
-
-def _make_judge(
-    *,
-    endpoint: str | None = None,
-    model: str | None = None,
-    model_path: str | Path | None = None,
-    cache_path: str | Path | None = None,
-    **backend_options: Any,
-) -> Baseline:
-    from ostselect.baselines.judge import JudgeBaseline
-
-    if endpoint is not None:
-        from ostselect.baselines.judge_backends import OpenAIChatJudge
-
-        if not model:
-            raise ValueError("the HTTP judge needs a model name (--model)")
-        backend: Any = OpenAIChatJudge(endpoint, model, **backend_options)
-    else:
-        from ostselect.baselines.judge_backends import LocalHFJudge
-
-        backend = LocalHFJudge(model_path, **backend_options)
-    return JudgeBaseline(backend, cache_path=cache_path)
+    """Build the scorer for `name` with its options (the scorer class's keyword arguments)."""
+    return get_baseline(name).make(proxy, anchors, **options)
 
 
 def run_baseline(
@@ -107,33 +55,46 @@ def run_baseline(
     chunk_size: int = 64,
     **options: Any,
 ) -> pa.Table:
-    """Score a pool with one baseline; the table's metadata holds the provenance (with `cost`).
+    """Score samples in memory with one baseline; the table's metadata holds the provenance.
 
-    Row-wise baselines are fed in chunks of `chunk_size` (or their larger `preferred_chunk`),
-    reporting each to `on_progress`; pool-level ones (DEITA's filter) see the whole pool at once.
+    Samples go to the scorer in chunks of `chunk_size` (or the method's larger registered
+    `chunk`) through the engine's batch guard, so an out-of-memory chunk is halved and a
+    non-finite value is marked exactly as `ost baseline` does; each chunk is reported to
+    `on_progress`. A method with a pool pass (DEITA's diversity filter) gets it at the end.
     """
+    import pyarrow as pa
+
+    from ostselect.engine.worker import append_columns, score_batch_resilient
+
+    spec = get_baseline(name)
     samples = list(pool_samples)
     start = time.perf_counter()
-    scorer = make_baseline(name, proxy=proxy, anchors=anchors, **options)
-    step = len(samples) if scorer.pool_level else max(1, chunk_size, scorer.preferred_chunk or 0)
+    scorer = spec.make(proxy, anchors, **options)
+    step = max(1, chunk_size, spec.chunk or 0)
     columns: dict[str, list[Any]] = {}
-    for begin in range(0, len(samples), step or 1):
+    n_rows = 0
+    for begin in range(0, len(samples), step):
         chunk = samples[begin : begin + step]
-        for key, values in scorer.score_samples(chunk).items():
-            columns.setdefault(key, []).extend(values)
+        n_rows = append_columns(columns, score_batch_resilient(scorer, chunk), n_rows)
         if on_progress is not None:
             on_progress(len(chunk))
     if not samples:
         columns = scorer.score_samples([])
+    if spec.pool_pass is not None:
+        columns = spec.pool_pass(pa.table(columns), options).to_pydict()
     provenance = scorer.provenance()
     provenance["cost"]["wall_s"] = round(time.perf_counter() - start, 4)
     provenance["pool_size"] = len(samples)
+    return _scores_table(name, columns, provenance)
+
+
+def _scores_table(name: str, columns: dict[str, list[Any]], provenance: dict[str, Any]) -> pa.Table:
     extra = {k: v for k, v in columns.items() if k not in CORE_COLUMNS}
     table = build_scores_table(
         columns["id"],
         columns["utility"],
         mode=name,
-        status=columns["status"],
+        status=[str(s) for s in columns["status"]],
         extra_columns=extra,
     )
     meta = dict(table.schema.metadata or {})
@@ -142,6 +103,13 @@ def run_baseline(
 
 
 def __getattr__(name: str) -> Any:
+    """The registry's views, computed when asked (a method registered later is included)."""
+    if name == "BASELINE_NAMES":
+        return baseline_names()
+    if name == "NEEDS_PROXY":
+        return frozenset(n for n, s in get_registry().items() if s.proxy == "required")
+    if name == "NEEDS_ANCHORS":
+        return frozenset(n for n, s in get_registry().items() if s.anchors)
     if name == "BaselineFactory":
         from ostselect.baselines.factory import BaselineFactory
 
@@ -149,4 +117,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ostselect.baselines' has no attribute {name!r}")
 
 
-__all__ = ["BASELINE_NAMES", "BaselineFactory", "make_baseline", "run_baseline"]
+def get_registry() -> dict[str, BaselineSpec]:
+    """Every registered method by name, the built-in ones imported first."""
+    from ostselect.baselines.registry import load_builtin_baselines
+
+    return load_builtin_baselines()
+
+
+__all__ = [
+    "BASELINE_NAMES",
+    "BaselineFactory",
+    "BaselineOptions",
+    "BaselineSpec",
+    "get_baseline",
+    "get_registry",
+    "make_baseline",
+    "register_baseline",
+    "run_baseline",
+]

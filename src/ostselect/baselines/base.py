@@ -44,14 +44,14 @@ class CostMeter:
 
 
 class Baseline:
-    """Base for baseline scorers: subclasses set `mode` and implement `_score` and `_settings`."""
+    """Base for baseline scorers: subclasses implement `_score` and `_settings`.
+
+    `mode` (the registered name) and `pool_level` (whether a pool pass follows) are set by
+    `register_baseline`, so a method states them once, in its registration.
+    """
 
     mode: str = "baseline"
-    pool_level: bool = (
-        False  # True when a row depends on the other samples (DEITA's diversity filter)
-    )
-
-    preferred_chunk: int | None = None  # samples per `score_samples` call that amortise set-up
+    pool_level: bool = False
 
     def __init__(self) -> None:
         self.cost = CostMeter()
@@ -64,6 +64,10 @@ class Baseline:
         if bad:
             raise RuntimeError(f"{self.mode}: columns {bad} do not have one value per sample")
         return columns
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative cost so far; the engine sums each shard's difference into `cost`."""
+        return {k: v for k, v in asdict(self.cost).items() if isinstance(v, int | float)}
 
     def provenance(self) -> dict[str, Any]:
         return {

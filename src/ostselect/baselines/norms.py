@@ -26,10 +26,12 @@ from typing import Any
 import numpy as np
 
 from ostselect.baselines.base import Baseline, check_keep, proxy_description
-from ostselect.baselines.loss import finite_status
+from ostselect.baselines.loss import ProxyBatchOptions
 from ostselect.baselines.proxy_ops import batches, per_sample_gradients, per_sample_losses
+from ostselect.baselines.registry import KeepOptions, register_baseline
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
+from ostselect.scores import finite_status
 
 LOGITS_METHOD = "supervised_token_logits"
 
@@ -39,9 +41,19 @@ def _oriented(values: np.ndarray, keep: str) -> np.ndarray:
     return np.where(np.isfinite(u), u, np.nan)
 
 
+@register_baseline(
+    "grand",
+    options=KeepOptions,
+    proxy="required",
+    summary="GraNd: per-sample gradient norm over the proxy's trainable parameters.",
+    example="ost baseline grand --pool pool.jsonl --proxy warm/ --params lora --out "
+    "scores.grand.parquet",
+    utility="per-sample gradient norm",
+    direction="high kept (Paul et al.)",
+    cost=("forward_passes", "backward_passes"),
+    order=30,
+)
 class GraNdBaseline(Baseline):
-    mode = "grand"
-
     def __init__(self, proxy: ScoringModel, keep: str = "high") -> None:
         super().__init__()
         self.proxy = proxy
@@ -104,9 +116,18 @@ def hf_supervised_logits(proxy: Any, prepared: Any) -> list[tuple[Any, Any]]:
     return pairs
 
 
+@register_baseline(
+    "el2n",
+    options=ProxyBatchOptions,
+    proxy="required",
+    summary="EL2N: ||softmax(logits) - onehot||_2 averaged over the supervised tokens.",
+    example="ost baseline el2n --pool pool.jsonl --proxy warm/ --out scores.el2n.parquet",
+    utility="mean error L2 norm",
+    direction="high kept (Paul et al.)",
+    cost=("forward_passes",),
+    order=40,
+)
 class EL2NBaseline(Baseline):
-    mode = "el2n"
-
     def __init__(self, proxy: ScoringModel, keep: str = "high", batch_size: int = 8) -> None:
         super().__init__()
         self.proxy = proxy

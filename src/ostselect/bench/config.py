@@ -14,9 +14,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ostselect.baselines import get_registry
 from ostselect.bench.noise import DEFAULT_NOISE_RATE
 
-ALL_BASELINES = ("loss", "ifd", "grand", "el2n", "less", "deita", "judge")
+# Every registered baseline that is a benchmark row (`register_baseline(..., in_benchmark=...)`).
+ALL_BASELINES = tuple(name for name, spec in get_registry().items() if spec.in_benchmark)
 PROXY_ROLES = ("proxy", "target")
 
 
@@ -31,12 +33,19 @@ class OSTVariant:
     - `balance_by`: a pool `Sample.extra` field (e.g. "category"): keep the top k under
       proportional per-stratum quotas (`SelectionPolicy(balance_by=...)`) instead of the plain
       top k. With no other change the main `ost-exact` scores are reused (no re-scoring).
+    - `normalize`: "group-z" ranks by the sum of per-anchor-group z-scored utilities
+      (`SelectionPolicy(normalize=...)`), so no anchor group's scale dominates the sum.
+    - `optimizer`: "adamw" takes the step the warm-up's AdamW would take next (its moments, at
+      its next learning rate unless `eta` is given): the paper's simulated step, rather than the
+      benchmark's default SGD step of size `BenchConfig.eta`.
     """
 
     name: str
     eta: float | None = None
     proxy: str = "proxy"
     balance_by: str | None = None
+    normalize: str | None = None
+    optimizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.proxy not in PROXY_ROLES:

@@ -11,20 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-# Qwen's ChatML without the default system prompt: ~10 fewer tokens per sample, which is ~15% of a
-# DigitMath sequence and of every training step on CPU.
-BENCH_QWEN_TEMPLATE = (
-    "{% for m in messages %}"
-    "<|im_start|>{{ m['role'] }}\n"
-    "{% if m['content'] is string %}{{ m['content'] }}"
-    "{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% else %}{{ c['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
 
 def digit_bpe_tokenizer(
     texts: list[str],
@@ -35,6 +21,7 @@ def digit_bpe_tokenizer(
     eos: str,
     pad: str,
     chat_template: str,
+    extra_special_tokens: dict[str, str] | None = None,
 ):
     """A byte-level BPE like `proxy.tokenizer_build.train_bpe_tokenizer`, but with every digit its
     own token, as the Qwen and Llama tokenizers do. A plain BPE on DigitMath merges "215" or "15"
@@ -58,7 +45,12 @@ def digit_bpe_tokenizer(
     )
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, padding_side="right"
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        padding_side="right",
+        **({"extra_special_tokens": extra_special_tokens} if extra_special_tokens else {}),
     )
     fast.chat_template = chat_template
     return fast
@@ -83,11 +75,14 @@ def build_bench_model(
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from ostselect.proxy.arches import SPECS, token_ids
+    from ostselect.proxy.families import get_family
     from ostselect.proxy.folder import write_meta
 
-    spec = SPECS[arch]
-    template = BENCH_QWEN_TEMPLATE if arch == "qwen2-vl" else spec.chat_template
+    spec = get_family(arch).tiny
+    if spec is None:
+        raise ValueError(f"family {arch!r} has no tiny build spec")
+    # the family's template without a default system prompt (~15% of a DigitMath sequence)
+    template = spec.compact_template or spec.chat_template
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -100,30 +95,15 @@ def build_bench_model(
         eos=spec.eos,
         pad=spec.pad,
         chat_template=template,
+        extra_special_tokens=dict(spec.tokenizer_attrs),
     )
     text_dims["vocab"] = len(tokenizer)
-    config = spec.build_config(text_dims, dict(vision), token_ids(tokenizer, spec))
+    config = spec.build_config(text_dims, dict(vision), spec.token_ids(tokenizer))
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    processor = spec.build_processor(tokenizer, template)
-    if image_pixels is not None and arch == "qwen2-vl":
-        # Keep DigitMath's 84x28 canvas as is: with 14-px patches merged 2x2, each of the three
-        # image tokens then covers exactly one 28-px digit cell (3 tokens instead of 8 at 112x56).
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-            Qwen2VLImageProcessorPil,
-        )
-
-        from ostselect.proxy.processors import Qwen2VLImageOnlyProcessor
-
-        image_processor = Qwen2VLImageProcessorPil(
-            min_pixels=image_pixels,
-            max_pixels=image_pixels,
-            patch_size=14,
-            merge_size=2,
-            temporal_patch_size=2,
-        )
-        processor = Qwen2VLImageOnlyProcessor(
-            image_processor=image_processor, tokenizer=tokenizer, chat_template=template
-        )
+    # Qwen-style processors keep DigitMath's 84x28 canvas as is: with 14-px patches merged 2x2,
+    # each of the three image tokens then covers exactly one 28-px digit cell (3 tokens, not 8).
+    pixels = image_pixels if spec.free_image_size else None
+    processor = spec.build_processor(tokenizer, template, pixels)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     write_meta(

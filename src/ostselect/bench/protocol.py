@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ostselect.bench.config import BenchConfig, OSTVariant
+from ostselect.bench.config import PROXY_ROLES, BenchConfig, OSTVariant
 from ostselect.bench.jobs import train_job
 from ostselect.bench.metrics import mean_std, noise_auroc, noise_auroc_by_type, precision_at_k
 from ostselect.bench.noise import CLEAN
@@ -119,6 +119,7 @@ def _top_ids(
     balance_by: str | None = None,
     *,
     policy: str = "topk",
+    normalize: str | None = None,
 ) -> list[str]:
     """The kept ids at `fraction`: plain top-k, "balanced" (top-k per category, the pool's
     proportions) or "coverage" (the coverage-aware policy over the per-anchor-group utilities)."""
@@ -130,6 +131,7 @@ def _top_ids(
         top=pct(fraction),
         balance_by=balance_by,
         policy="coverage" if policy == "coverage" else "topk",
+        normalize=normalize or "none",
     )
     return select(scores_path, pool, chosen).kept_ids
 
@@ -141,6 +143,8 @@ def variant_scorer(variant: OSTVariant, config: BenchConfig) -> str:
         parts.append(f"eta{variant.eta:g}")
     if variant.proxy != "proxy":
         parts.append(f"{variant.proxy}-proxy")
+    if variant.optimizer and variant.optimizer != config.optimizer:
+        parts.append(variant.optimizer)
     return "-".join(["ost-exact", *parts])
 
 
@@ -149,7 +153,73 @@ def variant_method(variant: OSTVariant, config: BenchConfig) -> str:
     name = variant_scorer(variant, config)
     if variant.balance_by:
         name += f"-balanced-{variant.balance_by}"
+    if variant.normalize:
+        name += f"-{variant.normalize}"
     return name if name != "ost-exact" else "ost-exact-variant"
+
+
+def pretrained_models(
+    config: BenchConfig,
+    roles: Sequence[str],
+    pretrain_split: Path,
+    jobs: Any,
+    log: Log,
+) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """role -> (cached model folder, its pretraining record): each `roles` model pretrained on
+    `pretrain_split` (in parallel `jobs`), or reused from the cache when made under the same key.
+
+    A reused record carries `reused` (its folder). `ost bench run`, `ost demo` and `ost bench
+    proxy` all come through here, so they share one cache entry per setting.
+    """
+    from ostselect.bench.cache import cache_root, cached_result, model_folder, write_record
+    from ostselect.bench.jobs import pretrain_job
+
+    root = cache_root(config.cache_dir)
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    todo: list[tuple[str, dict[str, Any], Path]] = []
+    for role in roles:
+        dims = getattr(config, role)
+        key = pretrain_key(config, role)
+        folder = model_folder(root, role, key)
+        saved = cached_result(folder, key)
+        if saved is not None:
+            out[role] = (folder, {**saved, "reused": str(folder)})
+            log(f"pretrained {role}: reusing {folder} (same data, sizes and settings)")
+            continue
+        spec = {
+            "role": role,
+            "out": str(folder.with_name(folder.name + ".tmp")),
+            "pretrain": str(pretrain_split),
+            "text": dims.text(),
+            "vision": dims.vision(),
+            "seed": config.data_seed,
+            "n_diag": N_DIAG,
+            "n_facts": config.n_facts,
+            "reader_epochs": config.vision_pretrain_epochs,
+            "reader_lr": config.vision_pretrain_lr,
+            "epochs": config.pretrain_epochs,
+            "lr": config.pretrain_lr,
+            "batch_size": config.pretrain_batch_size,
+        }
+        todo.append((role, spec, folder))
+    if todo:
+        log(f"pretraining {', '.join(r for r, _, _ in todo)} (cache: {root})")
+    for (role, spec, folder), result in zip(
+        todo, jobs.map(pretrain_job, [t[1] for t in todo]), strict=True
+    ):
+        tmp = Path(spec["out"])
+        write_record(tmp, pretrain_key(config, role), result)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.replace(folder)  # atomic: a killed run never leaves a half-written cache entry
+        out[role] = (folder, result)
+        log(
+            f"pretrained {role} ({result['parameters']:,} params, {result['wall_s']}s): "
+            f"reader {result['reader_cell_accuracy']:.1%} of cells, reads "
+            f"{result['caption_accuracy']:.0%} of held-out captions, "
+            f"{result['arithmetic_accuracy']:.0%} of arithmetic facts"
+        )
+    return {role: out[role] for role in roles}
 
 
 class BenchmarkRun:
@@ -240,55 +310,11 @@ class BenchmarkRun:
     def pretrain_models(self) -> None:
         """Pretrain the proxy and the target (frozen digit reader, then the language model on
         captions + arithmetic facts), or reuse them from the cache; record the gate measures."""
-        from ostselect.bench.cache import cache_root, cached_result, model_folder, write_record
-        from ostselect.bench.jobs import pretrain_job
-
-        c = self.config
-        root = cache_root(c.cache_dir)
         self.results["pretrain"] = {}
-        todo: list[tuple[str, dict[str, Any], Path]] = []
-        for role, dims in (("proxy", c.proxy), ("target", c.target)):
-            key = pretrain_key(c, role)
-            folder = model_folder(root, role, key)
+        made = pretrained_models(self.config, PROXY_ROLES, self.paths.pretrain, self.jobs, self.log)
+        for role, (folder, result) in made.items():
             setattr(self, f"{role}_dir", folder)
-            saved = cached_result(folder, key)
-            if saved is not None:
-                self.results["pretrain"][role] = {**saved, "reused": str(folder)}
-                self.log(f"pretrained {role}: reusing {folder} (same data, sizes and settings)")
-                continue
-            spec = {
-                "role": role,
-                "out": str(folder.with_name(folder.name + ".tmp")),
-                "pretrain": str(self.paths.pretrain),
-                "text": dims.text(),
-                "vision": dims.vision(),
-                "seed": c.data_seed,
-                "n_diag": N_DIAG,
-                "n_facts": c.n_facts,
-                "reader_epochs": c.vision_pretrain_epochs,
-                "reader_lr": c.vision_pretrain_lr,
-                "epochs": c.pretrain_epochs,
-                "lr": c.pretrain_lr,
-                "batch_size": c.pretrain_batch_size,
-            }
-            todo.append((role, spec, folder))
-        if todo:
-            self.log(f"pretraining {', '.join(r for r, _, _ in todo)} (cache: {root})")
-        for (role, spec, folder), result in zip(
-            todo, self.jobs.map(pretrain_job, [t[1] for t in todo]), strict=True
-        ):
-            tmp = Path(spec["out"])
-            write_record(tmp, pretrain_key(c, role), result)
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.replace(folder)  # atomic: a killed run never leaves a half-written cache entry
             self.results["pretrain"][role] = result
-            self.log(
-                f"pretrained {role} ({result['parameters']:,} params, {result['wall_s']}s): "
-                f"reader {result['reader_cell_accuracy']:.1%} of cells, reads "
-                f"{result['caption_accuracy']:.0%} of held-out captions, "
-                f"{result['arithmetic_accuracy']:.0%} of arithmetic facts"
-            )
 
     def _warm(self, pretrained: Path, frac: float, name: str) -> tuple[Path, float]:
         """(checkpoint, seconds): `pretrained` after `frac` of one pool epoch of the benchmark's
@@ -354,22 +380,28 @@ class BenchmarkRun:
         *,
         eta: float | None = None,
         role: str = "proxy",
+        optimizer: str | None = None,
     ) -> tuple[Path, float, Any]:
-        """Score the pool with OST `mode` from `checkpoint` (a warm-up of the pretrained `role`)."""
+        """Score the pool with OST `mode` from `checkpoint` (a warm-up of the pretrained `role`).
+
+        `optimizer` defaults to the config's; with it, `eta` defaults to the config's too,
+        with another optimizer (AdamW) to the warm-up's next learning rate (eta None)."""
         from ostselect.proxy import load_proxy
         from ostselect.scores import read_provenance, write_scores
         from ostselect.scoring import ScoreConfig, score
 
         c = self.config
-        eta = c.eta if eta is None else eta
-        key = self.scores_key(name, checkpoint, eta=eta, role=role)
+        optimizer = optimizer or c.optimizer
+        if eta is None and optimizer == c.optimizer:
+            eta = c.eta
+        key = self.scores_key(name, checkpoint, eta=eta, role=role, optimizer=optimizer)
         cached = self._cached_scores(name, key)
         if cached is not None:
             return cached
         proxy = load_proxy(checkpoint, params="all")
         config = ScoreConfig(
             mode=mode,
-            optimizer=c.optimizer,
+            optimizer=optimizer,
             eta=eta,
             batch_size=c.score_batch_size,
             cutoff=min(c.fractions),
@@ -388,7 +420,13 @@ class BenchmarkRun:
         return str(path.relative_to(self.out)) if path.is_relative_to(self.out) else path.name
 
     def scores_key(
-        self, name: str, checkpoint: Path, *, eta: float | None = None, role: str = "proxy"
+        self,
+        name: str,
+        checkpoint: Path,
+        *,
+        eta: float | None = None,
+        role: str = "proxy",
+        optimizer: str | None = None,
     ) -> dict[str, Any]:
         """What a scores file depends on; a later run with the same key reuses the file.
 
@@ -406,6 +444,7 @@ class BenchmarkRun:
             "score_batch_size": c["score_batch_size"],
             **{k: c[k] for k in fields},
             "eta": c["eta"] if eta is None else eta,
+            **({"optimizer": optimizer} if optimizer and optimizer != c["optimizer"] else {}),
         }
 
     def _cached_scores(self, name: str, key: dict[str, Any]) -> tuple[Path, float, Any] | None:
@@ -427,7 +466,7 @@ class BenchmarkRun:
 
     def score_pool(self) -> None:
         """OST in every mode, then every baseline, all on the warmed-up proxy."""
-        from ostselect.baselines import run_baseline
+        from ostselect.baselines import get_baseline, run_baseline
         from ostselect.proxy import load_proxy
         from ostselect.scores import read_provenance, write_scores
 
@@ -469,7 +508,7 @@ class BenchmarkRun:
                     table, self.out / "scores" / f"{name}.parquet", read_provenance(table)
                 )
                 self._remember_scores(name, key, wall)
-            uses_proxy = name not in ("random", "judge")
+            uses_proxy = get_baseline(name).uses_proxy  # its warm-up counts in its cost
             self._record_scorer(name, path, wall, warm_s if uses_proxy else 0.0, table)
         for seed in c.seeds:
             table = run_baseline("random", self.pool, seed=seed)
@@ -733,16 +772,21 @@ class BenchmarkRun:
         for v in c.variants:
             t = _timer()
             scorer = variant_scorer(v, c)
-            eta = c.eta if v.eta is None else v.eta
+            optimizer = v.optimizer or c.optimizer
+            eta = v.eta if v.eta is not None else (c.eta if optimizer == c.optimizer else None)
             if v.proxy == "target":
                 ckpt, warm_s = self._warm_target_as_proxy()
             else:
                 ckpt, warm_s = self.checkpoints[c.warmup_fraction]
             if scorer not in self.score_paths:  # the main ost-exact scores are reused as they are
-                path, wall, table = self._score_ost(ckpt, "exact", scorer, eta=eta, role=v.proxy)
+                path, wall, table = self._score_ost(
+                    ckpt, "exact", scorer, eta=eta, role=v.proxy, optimizer=optimizer
+                )
                 self._record_scorer(scorer, path, wall, warm_s, table)
             info = self.scorers[scorer]
-            ids = _top_ids(self.score_paths[scorer], self.pool, fraction, v.balance_by)
+            ids = _top_ids(
+                self.score_paths[scorer], self.pool, fraction, v.balance_by, normalize=v.normalize
+            )
             method = variant_method(v, c)
             row = f"OST-exact {pct(fraction)} ({v.name})"
             subset = Subset(
@@ -765,9 +809,11 @@ class BenchmarkRun:
                     "method": method,
                     "row": row,
                     "eta": eta,
+                    "optimizer": optimizer,
                     "proxy": v.proxy,
                     "checkpoint": self._rel(ckpt),
                     "balance_by": v.balance_by,
+                    "normalize": v.normalize,
                     "warmup_s": warm_s,
                     "scoring_s": info["scoring_s"],
                     "auroc": info["auroc"],

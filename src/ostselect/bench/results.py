@@ -308,7 +308,7 @@ def variants_table(
         kept = ", ".join(f"{c} {n}" for c, n in v["kept_per_category"].items())
         row = v.get("row", "")
         out.append(
-            f"| {v['name']} | {v['scorer']} (eta {v['eta']:g}, {v['proxy']}) "
+            f"| {v['name']} | {v['scorer']} ({_step(v)}, {v['proxy']}) "
             f"| {v['scoring_s']:.1f} | {v['auroc']:.3f} | {v['precision']:.2f} "
             f"| {100 * v['noisy_share']:.0f}% | {kept} "
             f"| {_fmt_acc(v['accuracy_mean'], v['accuracy_std'], len(v['seeds']))} "
@@ -322,6 +322,14 @@ def variants_table(
         "subset the variant trained on (balanced if the variant balances).",
     ]
     return out
+
+
+def _step(variant: dict[str, Any]) -> str:
+    """How a variant stepped: "eta 0.005" (SGD), "adamw, warm-up lr" (the warm-up's next lr)."""
+    optimizer = variant.get("optimizer") or "sgd"
+    eta = variant.get("eta")
+    size = "warm-up lr" if eta is None else f"eta {eta:g}"
+    return size if optimizer == "sgd" else f"{optimizer}, {size}"
 
 
 def _pk_keys(scorers: dict[str, Any]) -> list[str]:

@@ -18,6 +18,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+@app.callback()
+def _start() -> None:
+    """Runs before every command: library progress bars off, so ours is the only one."""
+    from ostselect.cli.common import silence_library_progress
+
+    silence_library_progress()
+
+
 # In pipeline order: data in -> proxy -> scorer -> selection -> outputs/report, then the rest.
 COMMAND_MODULES = (
     "validate",

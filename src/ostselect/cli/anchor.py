@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the draw."),
         out: Path = typer.Option(..., "--out", "-o", help="Anchor file to write (.jsonl)."),
-        pool: Path | None = typer.Option(None, "--pool", help="Pool to check for overlaps."),
+        pool: Path | None = typer.Option(
+            None, "--pool", help="Pool to check for overlaps (same formats as --from)."
+        ),
         image_root: Path | None = typer.Option(
             None, "--image-root", help="Folder that relative image paths are resolved against."
         ),
@@ -48,18 +50,27 @@ def register(app: typer.Typer) -> None:
             with RejectsWriter(out.parent, stage="anchor") as rejects:
                 samples = list(iter_samples(heldout, image_root=image_root, rejects=rejects))
                 if not samples:
-                    fail(f"{heldout} holds no usable samples (see {rejects.path})")
+                    fail(f"--from {heldout} holds no usable samples: see {rejects.path}")
+                if stratify_by is not None and all(stratify_by not in s.extra for s in samples):
+                    fields = sorted({k for s in samples for k in s.extra}) or ["none"]
+                    fail(
+                        f"--stratify-by {stratify_by}: no sample of --from {heldout} has this "
+                        f"field; its fields are {', '.join(fields)}"
+                    )
                 anchors = build_anchor_set(
                     samples, size, stratify_by=stratify_by, seed=seed, source=str(heldout)
                 )
                 out_path, strata_path = write_anchor_set(anchors, out)
-                overlaps = (
-                    find_overlaps(anchors.samples, iter_samples(pool, image_root=image_root))
-                    if pool is not None
-                    else None
-                )
         except PoolError as e:
-            fail(str(e))
+            fail(f"--from {e}")
+        try:
+            overlaps = (
+                find_overlaps(anchors.samples, iter_samples(pool, image_root=image_root))
+                if pool is not None
+                else None
+            )
+        except PoolError as e:
+            fail(f"--pool {e}")
         if len(anchors.samples) < size:
             console.print(
                 f"[yellow]note:[/] {heldout} has {len(samples)} usable samples; "

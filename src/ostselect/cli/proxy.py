@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ostselect.cli.common import console, fail, load_proxy_or_fail
+from ostselect.proxy.families import buildable_names
 
 proxy_app = typer.Typer(help="Build and inspect proxy VLMs.", no_args_is_help=True)
 
@@ -14,10 +15,12 @@ proxy_app = typer.Typer(help="Build and inspect proxy VLMs.", no_args_is_help=Tr
 @proxy_app.command("init")
 def init(
     out_dir: Path = typer.Argument(..., help="Folder to write the proxy into."),
-    arch: str = typer.Option("qwen2-vl", help="qwen2-vl | qwen2.5-vl | llava | idefics3"),
+    arch: str = typer.Option("qwen2-vl", help=" | ".join(buildable_names())),
     size: str = typer.Option("tiny", help="tiny (~0.3M params) | small (~20M params)"),
     corpus: Path | None = typer.Option(
-        None, help="Text file (one text per line) to train the BPE tokenizer on."
+        None,
+        help="Texts to train the BPE tokenizer on: a pool in any format (its turns' text is "
+        "used, e.g. data/pool.jsonl) or a .txt file with one text per line.",
     ),
     lm: str | None = typer.Option(
         None,
@@ -28,24 +31,72 @@ def init(
     seed: int = typer.Option(0, help="Seed for the random weights."),
 ) -> None:
     """Write a randomly initialised proxy model + processor that reloads with from_pretrained."""
-    from ostselect.proxy.arches import ARCHES, SIZES
+    from ostselect.proxy.arches import SIZES
+    from ostselect.proxy.families import UnknownFamilyError, get_family
 
-    if arch not in ARCHES:
-        fail(f"--arch must be one of {', '.join(ARCHES)}, not {arch!r}")
+    try:
+        get_family(arch)
+    except UnknownFamilyError as err:
+        fail(str(err))
     if size not in SIZES:
         fail(f"--size must be one of {', '.join(SIZES)}, not {size!r}")
+    if corpus is not None and lm is not None:
+        fail("--corpus trains a new tokenizer but --lm keeps the LM's own: drop one of them")
     texts = None
     if corpus is not None:
-        if not corpus.is_file():
-            fail(f"--corpus {corpus} is not a file")
-        texts = [line for line in corpus.read_text(errors="replace").splitlines() if line.strip()]
+        if not corpus.exists():
+            fail(f"--corpus {corpus} does not exist: pass a pool file or a .txt file")
+        texts = corpus_texts(corpus)
+    if lm is not None:
+        from ostselect.proxy.lm_import import resolve_lm
+
+        try:
+            resolve_lm(lm)
+        except FileNotFoundError as err:
+            fail(str(err))
     from ostselect.proxy import build_tiny_proxy
 
-    with console.status(f"building {arch} ({size}) proxy"):
-        folder = build_tiny_proxy(
-            out_dir, arch=arch, size=size, corpus=texts, seed=seed, lm_path=lm
-        )
+    with console.status(f"building {'llava' if lm else arch} ({size}) proxy"):
+        try:
+            folder = build_tiny_proxy(
+                out_dir, arch=arch, size=size, corpus=texts, seed=seed, lm_path=lm
+            )
+        except (OSError, ValueError) as err:
+            if lm is None:
+                raise
+            fail(f"--lm {lm}: cannot load it as a causal language model: {err}")
     console.print(f"wrote proxy to [bold]{folder}[/]")
+
+
+def corpus_texts(path: Path) -> list[str]:
+    """The tokenizer's training texts: a .txt file line by line, any pool by its turns' text.
+
+    Read line by line, a JSONL pool taught the BPE raw JSON (`{"role": "user", ...`), so a pool
+    goes through the package's reader and only the turns' text is kept (without the `<image>`
+    placeholder). `read_pool`, not `iter_samples`: the tokenizer never sees images, so a record
+    whose images are missing still gives its text.
+    """
+    from ostselect.data import IMAGE_PLACEHOLDER, PoolError, Sample, read_pool
+
+    if path.is_file() and path.suffix.lower() == ".txt":
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return [line for line in lines if line.strip()]
+    try:
+        texts = [
+            turn.content.replace(IMAGE_PLACEHOLDER, " ").strip()
+            for item in read_pool(path)
+            if isinstance(item, Sample)
+            for turn in item.turns
+        ]
+    except (PoolError, OSError) as err:
+        fail(f"--corpus {err}")
+    texts = [t for t in texts if t]
+    if not texts:
+        fail(
+            f"--corpus {path} holds no text a pool reader understands: pass a pool (messages or "
+            "LLaVA JSON/JSONL, Parquet, datasets folder) or a .txt file with one text per line"
+        )
+    return texts
 
 
 @proxy_app.command("info")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ostselect.cli.common import console, fail
+from ostselect.cli.common import POOL_HELP, console, fail
 
 HELP = (
     "Write a report on a scores table over its pool: the utility histogram with the cutoff and "
@@ -27,7 +27,7 @@ HELP = (
 def register(app: typer.Typer) -> None:
     @app.command("report", help=HELP)
     def report(
-        pool: Path = typer.Option(..., "--pool", help="Pool file or `datasets` folder."),
+        pool: Path = typer.Option(..., "--pool", help=POOL_HELP),
         scores: Path = typer.Option(..., "--scores", help="Scores Parquet (ost score/baseline)."),
         out: Path = typer.Option(Path("report.html"), "--out", "-o", help="Report file."),
         cutoff: str | None = typer.Option(
@@ -48,6 +48,16 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Report even if the scores were made on another pool."
         ),
+        labels: Path | None = typer.Option(
+            None,
+            "--labels",
+            help="JSON of evaluation-only labels the scorer never saw (id -> label, or id -> "
+            "object with a --labels-field key; e.g. a benchmark's pool.noise.json): shown on "
+            "each gallery card and as a table of what was kept per label.",
+        ),
+        labels_field: str = typer.Option(
+            "noise", "--labels-field", help="Key of the label when --labels maps ids to objects."
+        ),
     ) -> None:
         from pydantic import ValidationError
 
@@ -61,6 +71,7 @@ def register(app: typer.Typer) -> None:
             fail(f"--pool {pool} does not exist")
         if not scores.exists():
             fail(f"--scores {scores} does not exist: run `ost score` first")
+        _check_scores_file(scores)
         if selection is not None and not selection.exists():
             fail(f"--selection {selection} does not exist: run `ost select` first")
         if selection is not None and cutoff is not None:
@@ -70,6 +81,7 @@ def register(app: typer.Typer) -> None:
                 SelectionPolicy(top=cutoff)
             except ValidationError:
                 fail(f"--cutoff {cutoff!r}: use a count like 5000 or a percentage like 20%")
+        tags = _read_labels(labels, labels_field) if labels is not None else None
         try:
             path = build_report(
                 scores,
@@ -82,8 +94,45 @@ def register(app: typer.Typer) -> None:
                 image_root=image_root,
                 selection=selection,
                 force=force,
+                hidden_tags=tags,
+                hidden_label=f"{labels_field} (hidden label, not seen by the scorer)",
             )
         except (PoolError, ValueError) as e:
             fail(str(e))
         size = path.stat().st_size
         console.print(f"wrote {path} ({size / 1024:.0f} KiB)")
+
+
+def _check_scores_file(path: Path) -> None:
+    """Refuse a --scores that is not Parquet (a pool passed by mistake) in one line naming the
+    flag, before pyarrow's own `Parquet magic bytes not found` reaches the user."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_schema(path)
+    except (pa.ArrowException, OSError) as err:
+        fail(
+            f"--scores {path} is not a scores table (the Parquet file `ost score` or "
+            f"`ost baseline` writes): {err}"
+        )
+
+
+def _read_labels(path: Path, field: str) -> dict[str, str]:
+    """id -> label from a JSON object whose values are labels or objects holding `field`."""
+    import json
+
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        fail(f"--labels {path}: not readable JSON ({err})")
+    if not isinstance(raw, dict):
+        fail(f"--labels {path}: expected a JSON object mapping sample ids to labels")
+    out: dict[str, str] = {}
+    for sid, value in raw.items():
+        if isinstance(value, dict):
+            if field not in value:
+                fail(f"--labels {path}: sample {sid!r} has no {field!r} key (see --labels-field)")
+            value = value[field]
+        out[str(sid)] = str(value)
+    return out

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-from ostselect.cli.common import check_proxy_folder, console, fail, progress
+from ostselect.cli.common import (
+    DEVICE,
+    POOL_HELP,
+    check_proxy_folder,
+    console,
+    count_of_all,
+    fail,
+    fail_validation,
+    progress,
+    resolve_device,
+)
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from ostselect.interrupt import Interrupted
+    from ostselect.progress import LiveProgress
 
 HELP = (
     "Score every sample of POOL by how much one optimizer step on it lowers the proxy's loss on "
@@ -22,8 +40,10 @@ HELP = (
     "The pool is scored in shards of --shard-size samples; finished shards are kept in "
     "OUT.shards/ (hybrid: OUT.first-order.shards/ and OUT.exact.shards/), so a run that was "
     "killed or pre-empted continues with --resume (refused if anything that changes the numbers "
-    "differs: proxy, anchors, pool, mode, eta, ...). --backend ray spreads the shards over a Ray "
-    "actor pool, one proxy per worker; results equal the local backend.\n\n"
+    "differs: proxy, anchors, pool, mode, eta, ...). Ctrl-C or SIGTERM lets the shard being "
+    "written finish, says what is kept and prints the command that resumes (exit code 130). "
+    "--backend ray spreads the shards over a Ray actor pool, one proxy per worker; results equal "
+    "the local backend (its progress moves per shard, the local one per batch).\n\n"
     "Examples:\n\n"
     "  ost score --proxy runs/proxy-warm --pool data/pool.jsonl --anchors data/anchors.jsonl "
     "--out runs/scores.parquet --mode hybrid --cutoff 20%\n\n"
@@ -35,21 +55,11 @@ HELP = (
 )
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda but no CUDA device is visible: use --device cpu or auto")
-    return name
-
-
 def register(app: typer.Typer) -> None:
     @app.command("score", help=HELP)
     def score_command(
         proxy: Path = typer.Option(..., "--proxy", help="Proxy folder (ost proxy init / warmup)."),
-        pool: Path = typer.Option(..., "--pool", help="Pool file or datasets folder to score."),
+        pool: Path = typer.Option(..., "--pool", help=POOL_HELP),
         anchors: Path = typer.Option(..., "--anchors", help="Anchor set file (ost anchor)."),
         out: Path = typer.Option(Path("scores.parquet"), "--out", "-o", help="Scores Parquet."),
         mode: str = typer.Option("exact", "--mode", help="exact, naive, first-order or hybrid."),
@@ -58,7 +68,7 @@ def register(app: typer.Typer) -> None:
         ),
         optimizer: str = typer.Option("auto", "--optimizer", help="auto, sgd or adamw."),
         dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float64."),
-        device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+        device: str = DEVICE,
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Candidates per batch."),
         anchor_batch_size: int = typer.Option(32, "--anchor-batch-size", min=1),
         params: str | None = typer.Option(
@@ -93,6 +103,9 @@ def register(app: typer.Typer) -> None:
         gpus_per_worker: float = typer.Option(
             0.0, "--gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1 or 0.5)."
         ),
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="No progress display (the summary and errors still print)."
+        ),
     ) -> None:
         from pydantic import ValidationError
 
@@ -118,7 +131,7 @@ def register(app: typer.Typer) -> None:
                 group_field=group_field,
             )
         except ValidationError as err:
-            fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+            fail_validation(err, {"lr": "--eta", "eta": "--eta"})
         if backend not in ("local", "ray"):
             fail(f"--backend must be local or ray, not {backend!r}")
         if backend == "local" and (address or num_workers or gpus_per_worker):
@@ -128,7 +141,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"{label} {path} does not exist")
         check_proxy_folder(proxy)
         if backend == "local":
-            _device(device)
+            resolve_device(device)
         engine = {
             "resume": resume,
             "shard_size": shard_size,
@@ -137,7 +150,7 @@ def register(app: typer.Typer) -> None:
             "num_workers": num_workers,
             "gpus_per_worker": gpus_per_worker,
         }
-        _run(config, proxy, pool, anchors, out, params, lora_layers, image_root, engine)
+        _run(config, proxy, pool, anchors, out, params, lora_layers, image_root, engine, quiet)
 
 
 def _run(
@@ -150,12 +163,14 @@ def _run(
     lora_layers: str,
     image_root: Path | None,
     engine: dict,
+    quiet: bool = False,
 ) -> None:
     from ostselect.data import PoolError, count_records, iter_samples
     from ostselect.engine import StoreError
     from ostselect.engine.ray_backend import ShardFailedError
+    from ostselect.interrupt import Interrupted, stop_on_signals
     from ostselect.proxy.folder import NotAModelFolderError
-    from ostselect.scores import degenerate_utilities, read_scores
+    from ostselect.scores import ranking_alerts, read_scores
     from ostselect.scoring.engine_scorer import OSTScorerFactory, score_pool
     from ostselect.scoring.updates import StepSizeError
 
@@ -185,51 +200,59 @@ def _run(
         total = count_records(pool)
     except (PoolError, OSError):
         total = None
-    console.print(
-        f"scoring {pool} ({total if total is not None else '?'} records) with {proxy_dir}: "
-        f"{config.mode}, {config.dtype}, backend {engine['backend']}"
-    )
+    if not quiet:
+        console.print(
+            f"scoring {pool} ({total if total is not None else '?'} records) with {proxy_dir}: "
+            f"{config.mode}, {config.dtype}, backend {engine['backend']}"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with progress() as bar:
-        tick = _Ticker(bar, total)
-        try:
+    try:
+        with progress(quiet=quiet) as bar, stop_on_signals():
+            tick = _Ticker(bar, total)
             score_pool(pool, factory, out, progress=tick, **engine)
-        except StoreError as err:
-            fail(str(err))
-        except ShardFailedError as err:
-            fail(str(err))
-        except (PoolError, StepSizeError) as err:
-            fail(str(err))
-        except NotAModelFolderError as err:
-            fail(f"--proxy {err}")
-        except (OSError, ValueError, RuntimeError) as err:
-            fail(f"{type(err).__name__}: {err}")
+            tick.finish()
+    except Interrupted as stop:
+        _stopped(stop, out, config.mode)
+    except StoreError as err:
+        fail(_store_message(err, out))
+    except ShardFailedError as err:
+        fail(str(err))
+    except (PoolError, StepSizeError) as err:
+        fail(str(err))
+    except NotAModelFolderError as err:
+        fail(f"--proxy {err}")
+    except (OSError, ValueError, RuntimeError) as err:
+        fail(f"scoring {pool} stopped: {err}")
     scores = read_scores(out)
     provenance = scores.provenance
     counts = provenance["counts"]
     toxic = sum(scores.table.column("toxic").to_pylist())
     resumed = provenance.get("engine", {}).get("shards_resumed", 0)
+    rejects = out.parent / "rejects.jsonl"
+    n_rejects = _count_lines(rejects)  # reader's and workers' rejects of this run, one a line
+    failed = {"nonfinite": "non-finite", "error": "unreadable", "oom": "out of memory"}
+    notes = [f"{counts[k]:,} {what}" for k, what in failed.items() if counts.get(k)]
+    scored = count_of_all(
+        counts.get("ok", counts.get("status_ok", 0)),
+        counts["scored"] + n_rejects,
+        n_rejects,
+        rejects,
+        [*notes, f"{toxic:,} toxic"],
+    )
     console.print(
-        f"[bold green]scored[/] {counts['ok']:,} of {counts['scored']:,} samples "
-        f"({counts.get('nonfinite', 0)} non-finite, {counts.get('error', 0)} unreadable; "
-        f"{toxic:,} toxic) in {time.perf_counter() - started:.1f}s"
+        f"[bold green]scored[/] {scored} in {time.perf_counter() - started:.1f}s"
         + (f", {resumed} shard(s) resumed" if resumed else "")
         + f" -> {out}"
     )
-    degenerate = degenerate_utilities(scores.utility)
-    if degenerate:
-        console.print(f"[bold yellow]warning:[/] {degenerate}")
+    for alert in ranking_alerts(scores.utility, provenance):
+        console.print(f"[bold yellow]warning:[/] {alert}")
     if "hybrid" in provenance:
         h = provenance["hybrid"]
         console.print(
             f"hybrid: {h['rescored']} re-scored exactly in {h['rounds']} round(s); calibration "
             f"Spearman {h['calibration_spearman']:.4f} on {h['calibration_size']} samples"
         )
-    rejects = out.parent / "rejects.jsonl"
-    n_rejects = _count_lines(rejects)
-    if n_rejects:
-        console.print(f"{n_rejects} rejects -> {rejects}")
 
 
 def _collect(record, into: list) -> None:
@@ -247,26 +270,116 @@ def _count_lines(path: Path) -> int:
 
 
 class _Ticker:
-    """One progress task per pass (first-order, exact rounds): samples/s over scored ones, ETA."""
+    """One progress task per pass of `score_pool` (the mode; hybrid: first-order, exact rounds).
 
-    def __init__(self, bar, total: int | None) -> None:
+    Reports arrive per batch on the local backend and per shard on Ray; shards kept from an
+    earlier run move the count at once, not the rate (`LiveProgress` measures new work only).
+    """
+
+    def __init__(self, bar: LiveProgress, total: int | None) -> None:
         self._bar = bar
         self._total = total
-        self._tasks: dict[str, int] = {}
-        self._scored: dict[str, int] = {}
-        self._t0: dict[str, float] = {}
-        # Progress arrives per finished shard: a pass's clock starts when the previous one ended
-        # (or at start-up), not at its first report, or the first shard's rate is meaningless.
-        self._last = time.perf_counter()
+        self._tasks: dict[str, TaskID] = {}
+        self._current: TaskID | None = None
 
     def __call__(self, label: str, n: int, resumed: bool) -> None:
-        if label not in self._tasks:
-            self._tasks[label] = self._bar.add_task(label, total=self._total, rate="")
-            self._scored[label] = 0
-            self._t0[label] = self._last
-        self._last = time.perf_counter()
-        if not resumed:
-            self._scored[label] += n
-        rate = self._scored[label] / max(self._last - self._t0[label], 1e-9)
-        note = " (resumed shards skipped)" if resumed else ""
-        self._bar.update(self._tasks[label], advance=n, rate=f"{rate:,.2f} samples/s{note}")
+        if label not in self._tasks:  # a pass begins (score_pool reports 0 samples first)
+            self.finish()
+            self._current = self._bar.add_task(f"scoring {label}", total=self._total)
+            self._tasks[label] = self._current
+        if n:
+            self._bar.advance(self._tasks[label], n, resumed=resumed)
+
+    def finish(self) -> None:
+        """End the current pass's bar at what it did: records the reader rejected never come."""
+        if self._current is None:
+            return
+        task = next(t for t in self._bar.tasks if t.id == self._current)
+        self._bar.update(self._current, total=task.completed)
+        self._current = None
+
+
+def _stopped(stop: Interrupted, out: Path, mode: str) -> NoReturn:
+    """Say what an interrupted run kept and the command that continues it; exit 130."""
+    from rich.text import Text
+
+    from ostselect.interrupt import EXIT_INTERRUPTED
+    from ostselect.scoring.engine_scorer import kept_shards
+
+    kept = kept_shards(out, mode)
+    if not kept:
+        what = "no shard was finished yet, so nothing is kept."
+    else:
+        shards = sum(k.shards for k in kept)
+        samples = sum(k.samples for k in kept)
+        where = ", ".join(f"{k.store}/" for k in kept)
+        what = (
+            f"{samples:,} scored samples in {shards:,} finished shard(s) are kept in {where}; "
+            "a shard that was in progress is scored again on resume."
+        )
+    command = _resume_command(sys.argv)
+    then = (
+        f"Continue with:\n  {command}"
+        if command is not None
+        else "Continue with the same `ost score` command plus --resume."
+    )
+    message = Text.assemble(
+        ("interrupted", "bold yellow"), f" ({stop.signal_name}): {what}\n{then}"
+    )
+    console.print(message, soft_wrap=True, highlight=False)
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _resume_command(argv: list[str]) -> str | None:
+    """This command line with `--resume` added, ready to paste; None when argv is not ours
+    (e.g. the command was invoked in-process, as tests do, and argv is pytest's)."""
+    import shlex
+    import shutil
+
+    if len(argv) < 2 or argv[1] != "score":
+        return None
+    program = argv[0]
+    if Path(program).name == "__main__.py":  # python -m ostselect
+        head = [sys.executable, "-m", "ostselect"]
+    else:
+        found = shutil.which(Path(program).name)
+        same = found is not None and Path(found).resolve() == Path(program).resolve()
+        head = [Path(program).name if same else program]
+    args = argv[1:]
+    if "--resume" not in args:
+        args = [*args, "--resume"]
+    return shlex.join([*head, *args])
+
+
+# Fingerprint fields (engine_scorer.run_fingerprint) in the words of this command's flags.
+_FINGERPRINT_FLAGS = {
+    "pool": "--pool (the pool file's content)",
+    "proxy.content_hash": "--proxy (the folder's content)",
+    "proxy.params": "--params",
+    "proxy.lora_layers": "--lora-layers",
+    "anchor_hash": "--anchors (their content)",
+    "mode": "--mode",
+    "config.mode": "--mode",
+    "config.lr": "--eta",
+    "config.group_field": "--group-field",
+    "config.calibration_size": "--calibration-size",
+    "config.band_safety": "--band-safety",
+}
+
+
+def _store_message(err: Exception, out: Path) -> str:
+    """A store refusal in this command's terms: the flags whose values differ, not field names."""
+    differences = getattr(err, "differences", None)
+    if not differences:
+        return str(err)
+    flags = []
+    for name in differences:
+        field = name.removeprefix("fingerprint.")  # the store's manifest nests it
+        flag = _FINGERPRINT_FLAGS.get(field)
+        if flag is None and field.startswith("config."):
+            flag = "--" + field.removeprefix("config.").replace("_", "-")
+        flags.append(flag or name)
+    return (
+        f"cannot resume {out}: its finished shards were scored with another "
+        f"{', '.join(dict.fromkeys(flags))}; rerun with the same values, or score into a new --out"
+    )

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ostselect.cli.common import console, fail
+from ostselect.cli.common import console, fail, fail_validation
 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from ostselect.data.subset_images import SubsetImages
     from ostselect.select import CoverageReport
 
 HELP = (
@@ -29,7 +30,15 @@ HELP = (
     "OUT/selection.json (counts, tokens, strata, thresholds, why each other sample was dropped, "
     "per-anchor-group coverage, the scores' provenance) and OUT/rejects.jsonl for unusable pool "
     "records. Refuses scores made on another pool (missing ids, another pool fingerprint) "
-    "unless --force.\n\n"
+    "unless --force. With no limit every scored sample is kept (a warning says so).\n\n"
+    "Relative image paths in the kept records still point into the pool's folder. --copy-images "
+    "puts each kept record's image files in OUT/images/ and rewrites only those paths (every "
+    "other byte of a JSON record, every other Parquet value, stays), so OUT can be moved or "
+    "shipped; --link-images symlinks the pool's files instead (this machine only; copies where "
+    "links are impossible). Images embedded as bytes (data: URLs, Parquet/datasets bytes) need "
+    "nothing. --llamafactory also writes OUT/dataset_info.json (merged into an existing one) "
+    "with a sharegpt entry named after OUT, and says which kept records LLaMA-Factory would "
+    "skip or refuse; train with dataset_dir: OUT.\n\n"
     "Example:  ost select --pool data/pool.jsonl --scores runs/scores.parquet --out runs/top20 "
     "--top 20% --drop-toxic"
 )
@@ -87,14 +96,38 @@ def register(app: typer.Typer) -> None:
         image_root: Path | None = typer.Option(
             None, "--image-root", help="Folder that relative image paths are resolved against."
         ),
+        copy_images: bool = typer.Option(
+            False, "--copy-images", help="Copy the kept images into OUT/images/ (self-contained)."
+        ),
+        link_images: bool = typer.Option(
+            False, "--link-images", help="Symlink them into OUT/images/ instead (saves disk)."
+        ),
+        llamafactory: bool = typer.Option(
+            False, "--llamafactory", help="Also write OUT/dataset_info.json for LLaMA-Factory."
+        ),
     ) -> None:
         from pydantic import ValidationError
 
         from ostselect.data import PoolError, RejectsWriter, write_subset
+        from ostselect.data.subset_images import SubsetImages
         from ostselect.select import ProvenanceMismatchError, SelectionPolicy, select
 
+        if copy_images and link_images:
+            fail("--copy-images and --link-images are mutually exclusive: pass one of them")
         if not pool.exists():
             fail(f"--pool {pool} does not exist")
+        if llamafactory and pool.is_dir():
+            fail(
+                f"--llamafactory: LLaMA-Factory reads JSON, JSONL or Parquet files, not the "
+                f"`datasets` folder {pool}: export it with `Dataset.to_parquet`, select from that"
+            )
+        if llamafactory:
+            from ostselect.data.llamafactory import read_dataset_info
+
+            try:
+                read_dataset_info(out)  # an existing file it cannot merge into: say so now
+            except ValueError as e:
+                fail(f"--llamafactory: {e}")
         if not scores.exists():
             fail(f"--scores {scores} does not exist: run `ost score` first")
         subset_path = out / pool.name
@@ -117,7 +150,7 @@ def register(app: typer.Typer) -> None:
                 coverage_tau=coverage_tau,
             )
         except ValidationError as e:
-            fail("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+            fail_validation(e)
         out.mkdir(parents=True, exist_ok=True)
         try:
             with RejectsWriter(out, stage="select") as rejects:
@@ -128,15 +161,93 @@ def register(app: typer.Typer) -> None:
             fail(str(e))
         except (PoolError, RuntimeError, ValueError) as e:
             fail(str(e))
-        written = write_subset(pool, selection.kept_ids, subset_path, image_root=image_root)
+        if not policy.has_limit:  # after the refusals: a refused run keeps nothing
+            console.print(
+                "[yellow]warning:[/] no limit given, so every scored sample is kept"
+                + (" (near-duplicates aside)" if policy.dedup != "none" else "")
+                + ": set one with --top, --budget-tokens, --min-utility or --drop-toxic",
+                soft_wrap=True,
+            )
+        placer = None
+        if copy_images or link_images:
+            mode = "copy" if copy_images else "link"
+            placer = SubsetImages.for_subset(mode, pool, subset_path, image_root)
+        written = write_subset(
+            pool,
+            selection.kept_ids,
+            subset_path,
+            image_root=image_root,
+            images=placer if placer is not None else "keep",
+        )
         selection.write_json(out / "selection.json")
         _print_summary(selection, written, subset_path, rejects.total)
-        image_base = image_root or (pool if pool.is_dir() else pool.parent)
-        if not pool.is_dir() and out.resolve() != image_base.resolve():
-            console.print(
-                f"note: kept records are unchanged, so relative image paths in them still resolve "
-                f"against {image_base}: read the subset with --image-root {image_base}"
-            )
+        if placer is not None:
+            _print_images(placer)
+        else:
+            image_base = image_root or (pool if pool.is_dir() else pool.parent)
+            if not pool.is_dir() and out.resolve() != image_base.resolve():
+                console.print(
+                    f"note: kept records are unchanged, so relative image paths in them still "
+                    f"resolve against {image_base}: read the subset with --image-root "
+                    f"{image_base}, or select again with --copy-images / --link-images"
+                )
+        if llamafactory:
+            _write_llamafactory(out, subset_path)
+
+
+def _print_images(placer: SubsetImages) -> None:
+    """Where the kept images went, and anything the user must know about them (one line each)."""
+    from rich.markup import escape
+
+    c = placer.counts
+    if c.files:
+        how = f"{c.linked:,} linked" if c.linked else ""
+        how += (", " if how and c.copied else "") + (f"{c.copied:,} copied" if c.copied else "")
+        console.print(
+            f"images: {how} into {placer.images_dir}; image paths in the subset now point there",
+            soft_wrap=True,
+        )
+    elif not c.missing:
+        console.print(
+            "images: none to place (every kept image is embedded as bytes, or there are none)",
+            soft_wrap=True,
+        )
+    if c.link_error is not None:
+        console.print(
+            f"note: symlinks are not possible here ({c.link_error}): images were copied instead",
+            soft_wrap=True,
+        )
+    if c.missing:
+        n = len(c.missing)
+        console.print(
+            f"[yellow]warning:[/] {n:,} image file{'s' * (n != 1)} not found (e.g. "
+            f"{escape(c.missing[0])}): their paths were left as they were",
+            soft_wrap=True,
+        )
+
+
+def _write_llamafactory(out: Path, subset_path: Path) -> None:
+    """dataset_info.json beside the subset, then what LLaMA-Factory would refuse in it."""
+    from rich.markup import escape
+
+    from ostselect.data.llamafactory import llamafactory_entry, write_dataset_info
+
+    try:
+        handoff = llamafactory_entry(subset_path)
+        info, name = write_dataset_info(out, out.resolve().name, handoff.entry)
+    except ValueError as e:
+        fail(f"--llamafactory: {e}")
+    console.print(
+        f"LLaMA-Factory: entry {name!r} in {info}; train with dataset_dir: {out} and "
+        f"dataset: {name}",
+        soft_wrap=True,
+    )
+    for reason, (n, first) in sorted(handoff.problems.items(), key=lambda x: -x[1][0]):
+        console.print(
+            f"[yellow]warning:[/] LLaMA-Factory: {n:,} kept record{'s' * (n != 1)}: "
+            f"{escape(reason)} (e.g. {escape(first)})",
+            soft_wrap=True,
+        )
 
 
 def _print_summary(selection, written: int, subset_path: Path, n_rejects: int) -> None:

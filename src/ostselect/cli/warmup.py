@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
-from ostselect.cli.common import check_proxy_folder, console, fail, load_proxy_or_fail, progress
+from ostselect.cli.common import (
+    DEVICE,
+    POOL_HELP,
+    check_proxy_folder,
+    console,
+    count_of_all,
+    fail,
+    load_proxy_or_fail,
+    progress,
+    require_positive_finite,
+    resolve_device,
+)
 
 HELP = (
     "Warm up a proxy: train it with AdamW + a cosine schedule on a seeded random --fraction of "
@@ -24,10 +34,12 @@ def register(app: typer.Typer) -> None:
     @app.command("warmup", help=HELP)
     def warmup_command(
         proxy: Path = typer.Option(..., "--proxy", help="Proxy folder to start from."),
-        pool: Path = typer.Option(..., "--pool", help="Pool file or datasets folder."),
+        pool: Path = typer.Option(..., "--pool", help=POOL_HELP),
         out: Path = typer.Option(..., "--out", "-o", help="Folder for the warmed-up proxy."),
-        fraction: float = typer.Option(0.05, "--fraction", min=0.0, max=1.0),
-        lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Peak learning rate."),
+        fraction: float = typer.Option(
+            0.05, "--fraction", help="Share of the usable pool samples to train on, in (0, 1]."
+        ),
+        lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate (positive, finite)."),
         batch_size: int = typer.Option(8, "--batch-size", min=1),
         epochs: int = typer.Option(1, "--epochs", min=1),
         seed: int = typer.Option(0, "--seed"),
@@ -35,7 +47,7 @@ def register(app: typer.Typer) -> None:
         params: str | None = typer.Option(None, "--params", help="all, lora or a regex."),
         lora_layers: str = typer.Option("all", "--lora-layers", help="all or top-half."),
         dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float64."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        device: str = DEVICE,
         image_root: Path | None = typer.Option(
             None, "--image-root", help="Folder that relative image paths are resolved against."
         ),
@@ -45,10 +57,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from ostselect.data import FORMATS, PoolError, RejectsWriter, iter_samples
         from ostselect.data.rejects import MISSING_IMAGE
-        from ostselect.proxy.warmup import WarmupConfig, warmup
+        from ostselect.proxy.warmup import WarmupConfig, loss_not_lowered, warmup
 
         if not 0 < fraction <= 1:
             fail(f"--fraction must be in (0, 1], got {fraction}")
+        require_positive_finite("--lr", lr, "1e-4")
         if format not in FORMATS:
             fail(f"--format {format!r} is not known: use one of {', '.join(FORMATS)}")
         for label, path in (("--proxy", proxy), ("--pool", pool)):
@@ -57,6 +70,7 @@ def register(app: typer.Typer) -> None:
         if image_root is not None and not image_root.is_dir():
             fail(f"--image-root {image_root} is not a folder: pass the folder holding the images")
         check_proxy_folder(proxy)
+        device = resolve_device(device)
         config = WarmupConfig(
             fraction=fraction,
             lr=lr,
@@ -86,22 +100,30 @@ def register(app: typer.Typer) -> None:
             proxy, dtype=dtype, device=device, params=params, lora_layers=lora_layers
         )
         n = max(1, round(fraction * len(samples)))
-        started = time.perf_counter()
         with progress() as bar:
-            task = bar.add_task("warm-up", total=n * epochs, rate="")
+            task = bar.add_task("warm-up", total=n * epochs)
 
-            def tick(k: int, loss: float) -> None:
-                rate = (bar.tasks[0].completed + k) / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, advance=k, rate=f"{rate:,.1f} samples/s loss {loss:.3f}")
+            def tick(k: int, loss: float) -> None:  # per optimizer step
+                bar.update(task, advance=k, note=f"loss {loss:.3f}")
 
             path, result = warmup(model, samples, out, config, progress=tick)
+        usable = [f"--fraction {fraction:g} of the {len(samples):,} usable"]
+        n_read = len(samples) + rejects.total
+        trained = count_of_all(len(result.trained_ids), n_read, rejects.total, rejects.path, usable)
         console.print(
-            f"[bold green]warmed up[/] on {len(result.trained_ids)} of {len(samples)} samples, "
-            f"{result.steps} steps (loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}); "
+            f"[bold green]warmed up[/] on {trained}, "
+            f"{result.steps} steps (loss of its samples {_loss(result.loss_before)} -> "
+            f"{_loss(result.loss_after)}); "
             f"next lr {result.state.lr:.3g} -> {path}"
             if result.losses
             else f"[yellow]no training step was taken[/] -> {path}"
         )
+        if loss_not_lowered(result.loss_before, result.loss_after):
+            console.print(
+                "[bold yellow]warning:[/] the warm-up did not lower the loss of its own samples: "
+                "the proxy learned nothing from the pool and its scores would be noise (raise "
+                "--lr, or start from a pretrained model that can do the task)"
+            )
         if result.losses and result.state.lr == 0 < lr:
             console.print(
                 "[yellow]note:[/] the schedule has finished (next lr 0): score with --eta, "
@@ -109,3 +131,7 @@ def register(app: typer.Typer) -> None:
             )
         if result.skipped:
             console.print(f"{len(result.skipped)} samples skipped (see metadata warmup.skipped)")
+
+
+def _loss(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3f}"

@@ -43,8 +43,17 @@ def iter_parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             index += 1
 
 
-def write_parquet_subset(path: Path, out_path: Path, keep: Callable[[int], bool]) -> int:
-    """Copy the rows whose index `keep` accepts, in order, with the source schema (and metadata)."""
+def write_parquet_subset(
+    path: Path,
+    out_path: Path,
+    keep: Callable[[int], bool],
+    rewrite: Callable[[dict[str, Any]], bool] | None = None,
+) -> int:
+    """Copy the rows whose index `keep` accepts, in order, with the source schema (and metadata).
+
+    `rewrite` may change a kept row in place (returning True when it did): such batches are rebuilt
+    from Python rows with the same schema; untouched batches are copied as they are.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -56,11 +65,22 @@ def write_parquet_subset(path: Path, out_path: Path, keep: Callable[[int], bool]
         for batch in pf.iter_batches(batch_size=BATCH_ROWS):
             mask = pa.array([keep(index + i) for i in range(batch.num_rows)], type=pa.bool_())
             index += batch.num_rows
-            kept = batch.filter(mask)
+            kept = _rewritten(batch.filter(mask), rewrite)
             if kept.num_rows:
                 writer.write_batch(kept)
                 written += kept.num_rows
     return written
+
+
+def _rewritten(batch, rewrite: Callable[[dict[str, Any]], bool] | None):  # pa.RecordBatch
+    """`batch` with `rewrite` applied to each row; the same object when no row changed."""
+    import pyarrow as pa
+
+    if rewrite is None or not batch.num_rows:
+        return batch
+    rows = batch.to_pylist()
+    changed = [rewrite(row) for row in rows]
+    return pa.RecordBatch.from_pylist(rows, schema=batch.schema) if any(changed) else batch
 
 
 def parquet_rows(path: Path) -> int:
@@ -106,8 +126,29 @@ def hf_rows(path: Path) -> int:
     return len(load_hf(path))
 
 
-def write_hf_subset(path: Path, out_path: Path, indices: list[int]) -> int:
-    """`Dataset.select` the kept rows (features and all) and `save_to_disk` them."""
+def write_hf_subset(
+    path: Path,
+    out_path: Path,
+    indices: list[int],
+    rewrite: Callable[[dict[str, Any]], bool] | None = None,
+) -> int:
+    """`Dataset.select` the kept rows (features and all) and `save_to_disk` them.
+
+    `rewrite` (see `write_parquet_subset`) makes the subset an in-memory table of the rewritten
+    rows with the same features; it is only used when a row changes (image paths, not bytes).
+    """
     ds = load_hf(path)
-    ds.select(indices).save_to_disk(str(out_path))
+    subset = ds.select(indices)
+    if rewrite is not None:
+        import pyarrow as pa
+        from datasets import Dataset
+        from datasets.table import InMemoryTable
+
+        table = subset.with_format("arrow")[:]
+        batches = table.to_batches(max_chunksize=BATCH_ROWS)
+        rewritten = [_rewritten(b, rewrite) for b in batches]
+        if any(new is not old for new, old in zip(rewritten, batches, strict=True)):
+            new_table = pa.Table.from_batches(rewritten, schema=table.schema)
+            subset = Dataset(InMemoryTable(new_table), info=subset.info.copy())
+    subset.save_to_disk(str(out_path))
     return len(indices)

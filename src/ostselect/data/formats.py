@@ -85,7 +85,11 @@ def read_pool(
 
 
 def count_records(path: str | Path, *, format: str = "auto") -> int | None:
-    """A cheap record count for progress bars (non-blank lines, rows); None for JSON arrays."""
+    """A record count for progress bars: non-blank lines, or rows from the metadata.
+
+    A JSON array has no cheap count, so its elements are parsed (streamed, one at a time) and
+    counted: a pass over the text that an hour-long run pays once for an honest ETA.
+    """
     p = _existing(path)
     container = _container(p, format)
     if container == "parquet":
@@ -93,7 +97,7 @@ def count_records(path: str | Path, *, format: str = "auto") -> int | None:
     if container == "hf":
         return columnar.hf_rows(p)
     if container == "array":
-        return None
+        return sum(1 for _ in _json_records(p, container))
     n = 0
     with p.open("rb") as fh:
         for line in fh:

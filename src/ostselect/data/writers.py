@@ -4,7 +4,10 @@
 kept line (JSONL) or element (JSON array) is byte for byte what the user gave; Parquet keeps the
 schema and rows, HF folders go through `Dataset.select`. Relative image paths inside kept records
 are unchanged, so they still resolve against the *pool's* folder: read a subset written elsewhere
-with `image_root=` that folder.
+with `image_root=` that folder, or write it with `images="copy"` / `"link"` (`subset_images`): the
+image files then sit in an `images/` folder beside the subset and only the image path strings of
+the written records change (JSON records keep every other byte; Parquet / HF rows every other
+value and the schema). Images embedded as bytes need nothing and stay as they are.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any
 
 from ostselect.data import columnar
 from ostselect.data.formats import container_of
-from ostselect.data.jsontext import JsonArrayReader, TextRecord, read_jsonl
+from ostselect.data.jsontext import ArrayLayout, JsonArrayReader, TextRecord, read_jsonl
 from ostselect.data.records import record_id
 from ostselect.data.sample import ImageRef, Sample
+from ostselect.data.subset_images import ImageMode, SubsetImages, rewrite_json_text
 
 _LLAVA_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
 
@@ -34,19 +38,25 @@ def write_subset(
     *,
     image_root: str | Path | None = None,
     format: str | None = None,
+    images: ImageMode | SubsetImages = "keep",
 ) -> int:
     """Write the records whose id is in `keep_ids`, in pool order, in the pool's own format.
 
     The first record with a given id is the one kept (as in `iter_samples`). `format` is the pool's
-    format when auto-detection is not wanted. `image_root` is accepted for symmetry with the
-    readers; records are copied unchanged, so it changes nothing. Returns the number written.
+    format when auto-detection is not wanted. `images`: "keep" copies records verbatim (relative
+    image paths still point into the pool's folder, or `image_root`); "copy" / "link" (or a
+    `SubsetImages`, to read its counts afterwards) put each kept record's image files under an
+    `images/` folder beside the subset and rewrite those paths, so the subset reads from anywhere.
+    Returns the number written.
     """
-    del image_root  # records are copied verbatim; image paths are not rewritten
     pool, out = Path(pool_path), Path(out_path)
     if out.exists() and out.resolve() == pool.resolve():
         raise ValueError(f"refusing to overwrite the pool {pool} with a subset of itself")
     keep = set(keep_ids)
     container = container_of(pool, format or "auto")
+    placer = _image_placer(images, pool, out, image_root)
+    schema = format if format in ("messages", "llava") else None
+    rewrite = None if placer is None else (lambda row: placer.rewrite_row(row, schema))
     if container in ("parquet", "hf"):
         rows = (
             columnar.iter_parquet_rows(pool)
@@ -55,16 +65,39 @@ def write_subset(
         )
         indices = list(_first_kept(((i, record_id(r, f"{pool.name}#{i}")) for i, r in rows), keep))
         if container == "hf":
-            return columnar.write_hf_subset(pool, out, indices)
+            return columnar.write_hf_subset(pool, out, indices, rewrite=rewrite)
         wanted = set(indices)
         return _atomic(
-            out, lambda tmp: columnar.write_parquet_subset(pool, tmp, wanted.__contains__)
+            out,
+            lambda tmp: columnar.write_parquet_subset(
+                pool, tmp, wanted.__contains__, rewrite=rewrite
+            ),
         )
-    if container == "jsonl":
-        return _atomic(out, lambda tmp: _write_jsonl_subset(read_jsonl(pool), pool.name, keep, tmp))
-    return _atomic(
-        out, lambda tmp: _write_array_subset(JsonArrayReader(pool), pool.name, keep, tmp)
+    reader = read_jsonl(pool) if container == "jsonl" else JsonArrayReader(pool)
+    texts = _kept_texts(
+        reader,
+        pool.name,
+        keep,
+        jsonl=container == "jsonl",
+        placer=placer,
+        schema=schema,
     )
+    if container == "jsonl":
+        return _atomic(out, lambda tmp: _write_jsonl_subset(texts, tmp))
+    assert isinstance(reader, JsonArrayReader)  # its layout fills in while `texts` reads it
+    return _atomic(out, lambda tmp: _write_array_subset(texts, reader.layout, tmp))
+
+
+def _image_placer(
+    images: ImageMode | SubsetImages, pool: Path, out: Path, image_root: str | Path | None
+) -> SubsetImages | None:
+    if isinstance(images, SubsetImages):
+        return images
+    if images == "keep":
+        return None
+    if images in ("copy", "link"):
+        return SubsetImages.for_subset(images, pool, out, image_root)
+    raise ValueError(f"images must be 'keep', 'copy' or 'link', not {images!r}")
 
 
 def _first_kept(pairs: Iterable[tuple[int, str]], keep: set[str]) -> Iterator[int]:
@@ -76,8 +109,14 @@ def _first_kept(pairs: Iterable[tuple[int, str]], keep: set[str]) -> Iterator[in
 
 
 def _kept_texts(
-    records: Iterable[TextRecord], name: str, keep: set[str], jsonl: bool
+    records: Iterable[TextRecord],
+    name: str,
+    keep: set[str],
+    jsonl: bool,
+    placer: SubsetImages | None = None,
+    schema: str | None = None,
 ) -> Iterator[str]:
+    """Each kept record's exact source text; with `placer`, its image paths (only) rewritten."""
     seen: set[str] = set()
     for rec in records:
         if rec.problem is not None or rec.text is None:
@@ -86,27 +125,30 @@ def _kept_texts(
         rid = record_id(rec.value, default)
         if rid in keep and rid not in seen:
             seen.add(rid)
-            yield rec.text
+            if placer is None:
+                yield rec.text
+            else:
+                yield rewrite_json_text(rec.text, placer.rewrite(rec.value, schema))
 
 
-def _write_jsonl_subset(records: Iterable[TextRecord], name: str, keep: set[str], out: Path) -> int:
+def _write_jsonl_subset(texts: Iterable[str], out: Path) -> int:
     n = 0
     with out.open("wb") as fh:
-        for text in _kept_texts(records, name, keep, jsonl=True):
+        for text in texts:
             fh.write(text.encode("utf-8") + b"\n")
             n += 1
     return n
 
 
-def _write_array_subset(reader: JsonArrayReader, name: str, keep: set[str], out: Path) -> int:
+def _write_array_subset(texts: Iterable[str], layout: ArrayLayout, out: Path) -> int:
     n = 0
     with out.open("w", encoding="utf-8", newline="") as fh:
         fh.write("[")
-        for text in _kept_texts(reader, name, keep, jsonl=False):
-            fh.write(reader.layout.lead if n == 0 else "," + reader.layout.sep)
+        for text in texts:
+            fh.write(layout.lead if n == 0 else "," + layout.sep)
             fh.write(text)
             n += 1
-        fh.write((reader.layout.trail if n else "") + "]\n")
+        fh.write((layout.trail if n else "") + "]\n")
     return n
 
 

@@ -27,7 +27,11 @@ class SampleScorer(Protocol):
         ...
 
     def provenance(self) -> dict[str, Any]:
-        """How the scores were made (model path + hash, anchor hash, hyper-parameters, ...)."""
+        """How the scores were made (model path + hash, anchor hash, hyper-parameters, ...).
+
+        A scorer may also offer `counters() -> dict[str, float]`, its cumulative cost (sample
+        passes, tokens, seconds): the engine records each shard's difference and writes the sum
+        under `cost`, so the numbers cover the whole table across workers and resumed runs."""
         ...
 
 

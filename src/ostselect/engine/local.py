@@ -1,4 +1,7 @@
-"""The local backend: one scorer in this process, shards scored one after another."""
+"""The local backend: one scorer in this process, shards scored one after another.
+
+Being in-process, it can report progress per batch (`on_batch`), not only per finished shard.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +33,14 @@ class LocalBackend:
             self._scorer = self._factory()
         return self._scorer
 
-    def run(self, shards: Iterable[Shard], on_result: Callable[[ShardResult], None]) -> None:
+    def run(
+        self,
+        shards: Iterable[Shard],
+        on_result: Callable[[ShardResult], None],
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         for shard in shards:
-            on_result(score_shard(self.scorer(), shard, self._batch_size))
+            on_result(score_shard(self.scorer(), shard, self._batch_size, on_batch))
 
     def close(self) -> None:
         self._scorer = None

@@ -42,12 +42,13 @@ def iter_shards(
     *,
     image_root: str | Path | None,
     rejects: RejectsWriter,
+    pool_format: str = "auto",
 ) -> Iterator[Shard]:
     """Consecutive runs of `shard_size` valid samples in pool order; never the whole pool."""
     from ostselect import data
 
     samples = data.iter_samples(
-        pool_path, image_root=image_root, rejects=rejects, decode_images=False
+        pool_path, image_root=image_root, rejects=rejects, decode_images=False, format=pool_format
     )
     batch: list[Sample] = []
     index = 0

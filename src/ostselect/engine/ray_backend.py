@@ -107,7 +107,12 @@ class _InFlight:
 
 
 class RayBackend:
-    """Actor pool over Ray; `run` streams shards through it and reports each result in any order."""
+    """Actor pool over Ray; `run` streams shards through it and reports each result in any order.
+
+    Progress therefore moves per finished shard, not per batch like the local backend: the
+    batches run inside the actors, and streaming per-batch events back would cost a round trip
+    each for a display.
+    """
 
     name = "ray"
 

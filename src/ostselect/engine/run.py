@@ -4,7 +4,8 @@ The driver streams the pool, cuts it into shards of `shard_size` consecutive val
 the shards the store already holds, has the backend score the rest, and writes each finished shard
 atomically. When every shard is on disk it merges them in pool order, recomputes rank and toxic
 over the whole pool, and writes the scores table and `<out dir>/rejects.jsonl`. Killing the process
-at any moment and rerunning with `resume=True` therefore gives exactly the uninterrupted table.
+at any moment and rerunning with `resume=True` therefore gives exactly the uninterrupted table;
+SIGINT/SIGTERM arriving while a shard is written are held until that write is complete.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +32,14 @@ from ostselect.engine.store import (
     atomic_write_bytes,
     store_path_for,
 )
+from ostselect.interrupt import deferred_signals
+
+if TYPE_CHECKING:
+    from ostselect.progress import LiveProgress
 
 Backend = Literal["local", "ray"]
+# The merged rows of every shard -> the final rows (a method whose rows depend on each other).
+PoolPass = Callable[[pa.Table], pa.Table]
 _BASE_COLUMNS = ("id", "utility", "status")
 _DERIVED_COLUMNS = ("rank", "toxic", "mode")  # recomputed globally by build_scores_table
 
@@ -78,15 +85,26 @@ def run_scoring(
     num_workers: int | None = None,
     gpus_per_worker: float = 0,
     image_root: str | Path | None = None,
+    pool_format: str = "auto",
     fingerprint: Mapping[str, Any],
     progress: bool = True,
     on_progress: Callable[[int, bool], None] | None = None,
+    pool_pass: PoolPass | None = None,
+    rejects_path: str | Path | None = None,
+    extra_provenance: Mapping[str, Any] | None = None,
 ) -> pa.Table:
     """Score every valid sample of `pool_path` into the scores table at `out_path` (also returned).
 
     `fingerprint` says how the scores are made (proxy hash, anchor hash, pool fingerprint, mode,
     config); `resume=True` continues `<out>.shards/` only under an identical fingerprint.
-    `on_progress(n_samples, resumed)` is called per shard, for callers that draw their own bar.
+    `on_progress(n_samples, resumed)` is for callers that draw their own display: the local
+    backend calls it after every batch (samples a worker rejected come with a shard's last call),
+    the Ray backend once per finished shard; shards kept from an earlier run are reported at
+    once with `resumed=True`. Either way the calls of a shard add up to its sample count.
+    `pool_pass(merged)` runs once over all merged rows before rank and toxic are derived, for a
+    method whose rows depend on each other (DEITA's diversity filter). Rejects go to
+    `rejects_path` (default `<out dir>/rejects.jsonl`). `extra_provenance` adds keys to the
+    table's provenance record (e.g. the pool path).
     """
     if shard_size < 1 or batch_size < 1:
         raise ValueError("shard_size and batch_size must be at least 1")
@@ -114,34 +132,56 @@ def run_scoring(
         runner = LocalBackend(factory, batch_size)
 
     started = time.perf_counter()
-    bar = _ProgressBar() if progress else None
+    bar = _progress_bar() if progress else None
+    task = bar.add_task("scoring", total=None) if bar is not None else None
     with (
         RejectsWriter(store.driver_rejects_path, stage="score", truncate=True) as reader_rejects,
         bar or nullcontext(),
     ):
-        shards = iter_shards(pool_path, shard_size, image_root=image_root, rejects=reader_rejects)
+        shards = iter_shards(
+            pool_path,
+            shard_size,
+            image_root=image_root,
+            rejects=reader_rejects,
+            pool_format=pool_format,
+        )
+        in_shard = 0  # samples of the shard in progress already reported batch by batch
+
+        def report(n: int, resumed: bool) -> None:
+            if n and bar is not None and task is not None:
+                bar.advance(task, n, resumed=resumed)
+            if n and on_progress is not None:
+                on_progress(n, resumed)
 
         def on_skip(shard: Shard) -> None:
-            if bar is not None:
-                bar.advance(len(shard.samples), skipped=True)
-            if on_progress is not None:
-                on_progress(len(shard.samples), True)
+            report(len(shard.samples), True)
+
+        def on_batch(n: int) -> None:
+            nonlocal in_shard
+            in_shard += n
+            report(n, False)
 
         def on_result(result: ShardResult) -> None:
-            store.write_shard(result)
+            nonlocal in_shard
+            with deferred_signals():  # a Ctrl-C now would throw away a finished shard
+                store.write_shard(result)
             n = len(result.columns["id"]) + len(result.rejects)
-            if bar is not None:
-                bar.advance(n)
-            if on_progress is not None:
-                on_progress(n, False)
+            report(n - in_shard, False)
+            in_shard = 0
 
         feed = _ShardFeed(shards, store, on_skip)
-        runner.run(feed, on_result)
+        if isinstance(runner, LocalBackend):
+            runner.run(feed, on_result, on_batch)
+        else:
+            runner.run(feed, on_result)
         n_reader_rejects = reader_rejects.total
 
     scorer_for_empty_pool = runner.scorer if isinstance(runner, LocalBackend) else None
     table, provenance = merge_shards(
-        store, feed.total, empty_pool_scorer=scorer_for_empty_pool or (lambda: factory())
+        store,
+        feed.total,
+        empty_pool_scorer=scorer_for_empty_pool or (lambda: factory()),
+        pool_pass=pool_pass,
     )
     runner.close()
     provenance.update(
@@ -160,7 +200,9 @@ def run_scoring(
         }
     )
     provenance["counts"]["rejected_reader"] = n_reader_rejects
-    write_final_rejects(store, feed.total, out_path.parent / REJECTS_FILENAME)
+    provenance.update(extra_provenance or {})
+    rejects_file = Path(rejects_path) if rejects_path is not None else None
+    write_final_rejects(store, feed.total, rejects_file or out_path.parent / REJECTS_FILENAME)
     from ostselect.scores import write_scores
 
     write_scores(table, out_path, provenance)
@@ -168,14 +210,23 @@ def run_scoring(
 
 
 def merge_shards(
-    store: ShardStore, n_shards: int, *, empty_pool_scorer: Callable[[], Any]
+    store: ShardStore,
+    n_shards: int,
+    *,
+    empty_pool_scorer: Callable[[], Any],
+    pool_pass: PoolPass | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
-    """All shards in order as one scores table (rank/toxic over the whole pool) + provenance."""
+    """All shards in order as one scores table (rank/toxic over the whole pool) + provenance.
+
+    Cost counters are the sum of every shard's share (`ShardResult.cost`), so a resumed or Ray
+    run reports what the whole table cost.
+    """
     from ostselect.scores import build_scores_table
 
     tables: list[pa.Table] = []
     modes: set[str] = set()
     scorer_provenance: dict[str, Any] = {}
+    cost: Counter[str] = Counter()
     n_rejected = 0
     for index in range(n_shards):
         if not store.is_finished(index):
@@ -183,6 +234,7 @@ def merge_shards(
         meta = store.shard_meta(index)
         modes.add(meta["mode"])
         scorer_provenance = meta["scorer_provenance"]
+        cost.update(meta.get("cost") or {})
         n_rejected += int(meta["n_rejected"])
         tables.append(store.read_shard(index))
     if len(modes) > 1:
@@ -194,6 +246,8 @@ def merge_shards(
         scorer = empty_pool_scorer()
         mode, scorer_provenance = str(scorer.mode), dict(scorer.provenance())
         merged = pa.table({"id": pa.array([], pa.string()), "utility": pa.array([], pa.float64())})
+    if pool_pass is not None:
+        merged = pool_pass(merged)
     status = (merged.column("status").to_pylist() if "status" in merged.column_names else None) or [
         "ok"
     ] * merged.num_rows
@@ -208,6 +262,9 @@ def merge_shards(
     )
     counts = Counter(status)
     provenance = dict(scorer_provenance)
+    if cost:
+        summed = {k: round(v, 4) if isinstance(v, float) else v for k, v in cost.items()}
+        provenance["cost"] = {**provenance.get("cost", {}), **summed}
     provenance["counts"] = {
         "scored": merged.num_rows,
         **{f"status_{k}": v for k, v in sorted(counts.items())},
@@ -225,39 +282,10 @@ def write_final_rejects(store: ShardStore, n_shards: int, path: Path) -> Path:
     return path
 
 
-class _ProgressBar:
-    """Samples done (resumed shards count at once), samples/s over the scored ones only."""
+def _progress_bar() -> LiveProgress:
+    """The shared display (`ostselect.progress`) for library callers that ask for one."""
+    from rich.console import Console
 
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+    from ostselect.progress import make_progress
 
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]scoring"),
-            TextColumn("{task.completed} samples"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
-        self._task = self._progress.add_task("scoring", total=None, rate="")
-        self._scored = 0
-        self._t0 = time.perf_counter()
-
-    def __enter__(self) -> _ProgressBar:
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.__exit__(*exc)
-
-    def advance(self, n: int, *, skipped: bool = False) -> None:
-        if not skipped:
-            self._scored += n
-        elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        self._progress.update(self._task, advance=n, rate=f"{self._scored / elapsed:.1f} samples/s")
+    return make_progress(Console(stderr=True))

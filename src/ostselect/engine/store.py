@@ -32,7 +32,15 @@ STORE_FORMAT = 1
 
 
 class StoreError(RuntimeError):
-    """The shard store cannot be used as asked (existing work, fingerprint mismatch, corruption)."""
+    """The shard store cannot be used as asked (existing work, fingerprint mismatch, corruption).
+
+    `differences` names the fingerprint fields (dotted) that stop a resume, so a front end can
+    say them in its own words (the CLI: its flags).
+    """
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.differences = list(differences or [])
 
 
 @dataclass
@@ -45,6 +53,7 @@ class ShardResult:
     rejects: list[Reject] = field(default_factory=list)
     mode: str = ""
     scorer_provenance: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)  # this shard's share of the counters
 
     def table(self) -> pa.Table:
         return pa.table({k: pa.array(v) for k, v in self.columns.items()})
@@ -134,7 +143,7 @@ class ShardStore:
         if finished and not resume:
             raise StoreError(
                 f"{self.root} already holds {len(finished)} finished shard(s) of an earlier run. "
-                "Pass --resume (resume=True) to continue it, or write to a new output path."
+                "Continue it with --resume, or write to a new output path."
             )
         if resume and manifest_path.exists():
             old = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -143,7 +152,8 @@ class ShardStore:
                 raise StoreError(
                     f"cannot resume {self.root}: it was made with a different fingerprint "
                     f"(fields that differ: {', '.join(diff)}). Score into a new output path, "
-                    "or delete the store to start again."
+                    "or delete the store to start again.",
+                    differences=diff,
                 )
             return
         if resume and finished:
@@ -182,6 +192,7 @@ class ShardStore:
             "mode": result.mode,
             "n_rejected": len(result.rejects),
             "scorer_provenance": result.scorer_provenance,
+            "cost": result.cost,
             "format": STORE_FORMAT,
         }
         table = result.table()

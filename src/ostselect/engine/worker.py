@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ostselect.data.rejects import Reject
@@ -21,10 +21,11 @@ from ostselect.data.sample import Sample
 from ostselect.engine.api import SampleScorer
 from ostselect.engine.pool import Shard, reject_if_unusable
 from ostselect.engine.store import ShardResult
+from ostselect.scores import Status
 
-STATUS_OK = "ok"
-STATUS_NONFINITE = "nonfinite"
-STATUS_OOM = "oom"
+STATUS_OK = Status.OK
+STATUS_NONFINITE = Status.NONFINITE
+STATUS_OOM = Status.OOM
 # Columns whose non-finite values make a row unusable (a NaN loss makes the step meaningless).
 _GUARDED = ("utility", "loss")
 
@@ -51,8 +52,17 @@ def _release_memory() -> None:
         pass
 
 
-def score_shard(scorer: SampleScorer, shard: Shard, batch_size: int) -> ShardResult:
-    """Rows for the shard's usable samples, in pool order, plus the rejected ones."""
+def score_shard(
+    scorer: SampleScorer,
+    shard: Shard,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> ShardResult:
+    """Rows for the shard's usable samples, in pool order, plus the rejected ones.
+
+    `on_batch(n)` is told after each scored batch, so a display can move inside a shard (a shard
+    of exact utilities takes minutes); it never changes the rows.
+    """
     usable: list[Sample] = []
     rejects: list[Reject] = []
     for sample in shard.samples:
@@ -63,9 +73,12 @@ def score_shard(scorer: SampleScorer, shard: Shard, batch_size: int) -> ShardRes
             rejects.append(reject)
     columns: dict[str, list[Any]] = {}
     n_rows = 0
+    before = _counters(scorer)
     for start in range(0, len(usable), batch_size):
         batch_cols = score_batch_resilient(scorer, usable[start : start + batch_size])
-        n_rows = _append_columns(columns, batch_cols, n_rows)
+        n_rows = append_columns(columns, batch_cols, n_rows)
+        if on_batch is not None:
+            on_batch(len(batch_cols["id"]))
     if not columns:
         columns = {"id": [], "utility": [], "status": []}
     return ShardResult(
@@ -75,7 +88,20 @@ def score_shard(scorer: SampleScorer, shard: Shard, batch_size: int) -> ShardRes
         rejects=rejects,
         mode=str(scorer.mode),
         scorer_provenance=dict(scorer.provenance()),
+        cost=_counter_difference(before, _counters(scorer)),
     )
+
+
+def _counters(scorer: SampleScorer) -> dict[str, float]:
+    """The scorer's cumulative cost counters, if it keeps any (the optional `counters()`)."""
+    counters = getattr(scorer, "counters", None)
+    return dict(counters()) if callable(counters) else {}
+
+
+def _counter_difference(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What one shard cost: per-shard amounts add up across workers and resumed runs, where a
+    worker's running totals would count only its own shards."""
+    return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
 def score_batch_resilient(scorer: SampleScorer, batch: Sequence[Sample]) -> dict[str, list[Any]]:
@@ -90,8 +116,8 @@ def score_batch_resilient(scorer: SampleScorer, batch: Sequence[Sample]) -> dict
         left = score_batch_resilient(scorer, batch[:mid])
         right = score_batch_resilient(scorer, batch[mid:])
         merged: dict[str, list[Any]] = {}
-        n = _append_columns(merged, left, 0)
-        _append_columns(merged, right, n)
+        n = append_columns(merged, left, 0)
+        append_columns(merged, right, n)
         return merged
     return guard_columns(cols, batch)
 
@@ -132,7 +158,7 @@ def _nonfinite(value: Any) -> bool:
         return False
 
 
-def _append_columns(into: dict[str, list[Any]], cols: dict[str, list[Any]], n_rows: int) -> int:
+def append_columns(into: dict[str, list[Any]], cols: dict[str, list[Any]], n_rows: int) -> int:
     """Append a batch's columns; a column a batch lacks is filled with None (e.g. after oom)."""
     n_new = len(cols["id"])
     for name in cols:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ostselect.proxy.arches import ARCHES, SIZES, SPECS, TEXT_SIZES, VISION_SIZES, token_ids
+from ostselect.proxy.arches import SIZES, TEXT_SIZES, VISION_SIZES
+from ostselect.proxy.families import get_family
 from ostselect.proxy.folder import write_meta
 from ostselect.proxy.tokenizer_build import train_bpe_tokenizer
 
@@ -30,8 +31,9 @@ def build_tiny_proxy(
     """
     import torch
 
-    if arch not in ARCHES:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHES)}")
+    family = get_family(arch)  # raises, naming the choices (or why `arch` is unsupported)
+    if family.tiny is None:
+        raise ValueError(f"family {arch!r} has no tiny offline build spec")
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     out = Path(out_dir)
@@ -43,7 +45,7 @@ def build_tiny_proxy(
         model, processor, lm_name = build_llava_on_lm(lm_path, size=size)
         arch, built = "llava", {"lm": lm_name}
     else:
-        spec = SPECS[arch]
+        spec = family.tiny
         text = dict(TEXT_SIZES[size])
         tokenizer = train_bpe_tokenizer(
             corpus,
@@ -53,13 +55,14 @@ def build_tiny_proxy(
             eos=spec.eos,
             pad=spec.pad,
             chat_template=spec.chat_template,
+            extra_special_tokens=dict(spec.tokenizer_attrs),
         )
         text["vocab"] = len(tokenizer)
-        config = spec.build_config(text, VISION_SIZES[size], token_ids(tokenizer, spec))
+        config = spec.build_config(text, VISION_SIZES[size], spec.token_ids(tokenizer))
         from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-        processor = spec.build_processor(tokenizer, spec.chat_template)
+        processor = spec.build_processor(tokenizer, spec.chat_template, None)
         built = {}
     model.save_pretrained(out)
     processor.save_pretrained(out)

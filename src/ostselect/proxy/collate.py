@@ -130,7 +130,13 @@ def collate(processor: Any, samples: Sequence[Sample], dtype: Any = None, device
         texts.append(text)
         span_sets.append(spans)
         images.append([im.open() for im in s.images])
-    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+    # padding_side too: some processors (InternVL) default to left padding over the tokenizer's
+    kwargs: dict[str, Any] = {
+        "text": texts,
+        "return_tensors": "pt",
+        "padding": True,
+        "padding_side": "right",
+    }
     if any(images):
         if not all(images):
             kwargs["images"] = [im for ims in images for im in ims]

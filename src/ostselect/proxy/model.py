@@ -28,7 +28,7 @@ from ostselect.data.sample import Sample
 from ostselect.proxy.api import OptimizerState
 from ostselect.proxy.collate import IGNORE_INDEX, Batch, collate
 from ostselect.proxy.folder import ADAPTER_DIR, OPTIMIZER_FILE, read_meta, write_meta
-from ostselect.proxy.params import ParamsSpec, find_text_model
+from ostselect.proxy.params import ParamsSpec, default_lora_targets, family_of, find_text_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -54,6 +54,9 @@ class Prepared:
     counts: torch.Tensor  # [B]
     start_layer: int
     embed_trainable: bool
+    # [n, B, L, H] added to the hidden states after layer i < n (a family's `layer_residuals`,
+    # e.g. Qwen3-VL's deepstack visual features); None for most families
+    residuals: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -93,6 +96,7 @@ class RowSpec:
     start_layer: int
     embed_trainable: bool
     batch: Batch
+    has_residuals: bool = False  # the row after `weights` holds this sample's [n, L, H] residuals
 
 
 class _LossTail(nn.Module):
@@ -180,7 +184,8 @@ class Proxy:
         n_layers = len(text.layers)
         total = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.trainable_parameters().values())
-        lines = [f"params: {self.params_spec.describe()} ({trainable:,} of {total:,} trainable)"]
+        described = self.params_spec.describe(default_lora_targets(self.hf_model))
+        lines = [f"params: {described} ({trainable:,} of {total:,} trainable)"]
         if other:
             lines.append(
                 f"trainable outside the language model ({len(other)} tensors, e.g. {other[0]}): "
@@ -233,6 +238,7 @@ class Proxy:
 
         def at_text_model(_mod, _args, kwargs):
             captured["inputs_embeds"] = kwargs.get("inputs_embeds")
+            captured["text_kwargs"] = kwargs
 
         def at_layer(_mod, args, kwargs):
             captured["hidden"] = args[0] if args else kwargs["hidden_states"]
@@ -265,6 +271,10 @@ class Proxy:
             "position_ids": kw.get("position_ids"),
         }
         hidden = captured["hidden"]
+        family = family_of(self.hf_model)
+        residuals = None
+        if family is not None and family.layer_residuals is not None:
+            residuals = family.layer_residuals(captured["text_kwargs"], hidden)
         if embed:
             hidden = captured["inputs_embeds"]
             if not torch.equal(hidden, captured.get("hidden", hidden)):
@@ -276,10 +286,14 @@ class Proxy:
             m = ~common["image_mask"]
             if not torch.equal(hidden[m], text_embeds[m]):
                 raise NotImplementedError("cannot separate image features from token embeddings")
-        return Prepared(hidden=hidden, layer_kwargs=layer_kwargs, **common)
+        return Prepared(hidden=hidden, layer_kwargs=layer_kwargs, residuals=residuals, **common)
 
     def _image_token_id(self) -> int | None:
+        """The id of the tokens image features replace (the family's rule, else the config's)."""
         cfg = self.hf_model.config
+        family = family_of(self.hf_model)
+        if family is not None and family.image_token_id is not None:
+            return family.image_token_id(cfg)
         for key in ("image_token_id", "image_token_index"):
             value = getattr(cfg, key, None)
             if value is not None:
@@ -304,8 +318,8 @@ class Proxy:
     def _evaluate(self, prepared: Prepared, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The same function as the differentiable path, computed the cheapest exact way:
         LoRA folded into the base weights (W + s*B@A, no side branch per call), and fused SDPA
-        attention unless the model runs in float64 (HF's eager softmax is float32 anyway;
-        float64 keeps eager so it matches the naive reference to ~1e-12)."""
+        attention. A float64 model keeps the kernel it was loaded with (SDPA by default, so
+        float64 throughout; an explicitly eager one then matches its eager naive reference)."""
         merged = self._merged_lora(params)
         swapped = {f"model.{k}": v for k, v in (merged or params).items()}
         with contextlib.ExitStack() as stack:
@@ -446,7 +460,9 @@ class Proxy:
             start_layer=prepared.start_layer,
             embed_trainable=prepared.embed_trainable,
             batch=prepared.batch,
+            has_residuals=prepared.residuals is not None,
         )
+        residual_rows = () if prepared.residuals is None else (prepared.residuals.movedim(1, 0),)
         rows = (
             prepared.hidden,
             prepared.attention_mask,
@@ -455,6 +471,7 @@ class Proxy:
             sup_pos,
             targets,
             weights,
+            *residual_rows,
             *extra,
         )
         return rows, spec
@@ -464,6 +481,10 @@ class Proxy:
     ) -> torch.Tensor:
         """One sample's loss from a row of `per_sample_rows` (sample dimension removed)."""
         hidden, mask, ids, image_mask, pos, tgt, w, *extra = row
+        residuals = None
+        if spec.has_residuals:
+            residuals, *extra = extra
+            residuals = residuals[:, None]
         kwargs = {
             k: list(v) if isinstance(v, tuple | list) else v for k, v in spec.kw_template.items()
         }
@@ -490,6 +511,7 @@ class Proxy:
             counts=(w > 0).sum()[None],
             start_layer=spec.start_layer,
             embed_trainable=spec.embed_trainable,
+            residuals=residuals,
         )
         return self.per_sample_loss(single, params)[0]
 
@@ -560,10 +582,14 @@ class Proxy:
             embeds = text.embed_tokens(prepared.input_ids)
             hidden = torch.where(prepared.image_mask[..., None], hidden, embeds)
         mask = causal_padding_mask(prepared.attention_mask, hidden.dtype)
-        for layer in text.layers[prepared.start_layer :]:
+        residuals = prepared.residuals
+        for i in range(prepared.start_layer, len(text.layers)):
+            layer = text.layers[i]
             hidden = layer(hidden, attention_mask=mask, use_cache=False, **prepared.layer_kwargs)
             if isinstance(hidden, tuple):
                 hidden = hidden[0]
+            if residuals is not None and i < residuals.shape[0]:
+                hidden = hidden + residuals[i]
         hidden = text.norm(hidden)
         picked = hidden[prepared.sup_batch, prepared.sup_pos]
         return self._weighted_ce(self.hf_model.get_output_embeddings()(picked), prepared)

@@ -10,8 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Projection names of Llama/Qwen-style decoder layers (every arch we build, and most user VLMs).
-DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from ostselect.proxy.families import DEFAULT_LORA_TARGETS, Family, family_for_model_type
 
 
 @dataclass
@@ -37,15 +36,31 @@ class ParamsSpec:
         known = {k: d.pop(k) for k in list(d) if k in cls.__dataclass_fields__}
         return cls(**known)
 
-    def describe(self) -> str:
+    def describe(self, default_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> str:
+        """One line; `default_targets` are the family's, used when no targets were given."""
         if self.params == "lora":
-            targets = ",".join(self.lora_targets or DEFAULT_LORA_TARGETS)
+            targets = ",".join(self.lora_targets or default_targets)
             return f"lora(r={self.lora_rank}, layers={self.lora_layers}, targets={targets})"
         return self.params
 
 
+def family_of(model) -> Family | None:
+    """The registered family of a transformers model (None: generic discovery)."""
+    config = getattr(model, "config", None)
+    return family_for_model_type(getattr(config, "model_type", "")) if config else None
+
+
+def default_lora_targets(model) -> tuple[str, ...]:
+    family = family_of(model)
+    return family.lora_targets if family is not None else DEFAULT_LORA_TARGETS
+
+
 def find_text_model(model):
-    """The decoder stack (has `.layers`, `.norm`, `.embed_tokens`) inside a VLM."""
+    """The decoder stack (has `.layers`, `.norm`, `.embed_tokens`) inside a VLM: the family's
+    own lookup when it has one, else the usual attribute names."""
+    family = family_of(model)
+    if family is not None and family.find_text_model is not None:
+        return family.find_text_model(model)
     inner = getattr(model, "model", model)
     for name in ("language_model", "text_model"):
         sub = getattr(inner, name, None)
@@ -104,7 +119,7 @@ def apply_lora(model, spec: ParamsSpec):
     layers = range(n_layers // 2, n_layers) if spec.lora_layers == "top-half" else range(n_layers)
     if spec.lora_layers not in ("all", "top-half"):
         raise ValueError(f"lora_layers must be 'all' or 'top-half', not {spec.lora_layers!r}")
-    targets = spec.lora_targets or list(DEFAULT_LORA_TARGETS)
+    targets = spec.lora_targets or list(default_lora_targets(model))
     layer_alt = "|".join(map(str, layers))
     target_alt = "|".join(map(re.escape, targets))
     regex = rf"{prefix}\.layers\.({layer_alt})\..*\b({target_alt})"

@@ -23,12 +23,13 @@ from ostselect.proxy.model import DTYPES, Proxy
 from ostselect.proxy.params import ParamsSpec, apply_lora, select_all, select_regex
 from ostselect.proxy.processors import load_processor
 
-ARCH_OF_MODEL_TYPE = {
-    "qwen2_vl": "qwen2-vl",
-    "qwen2_5_vl": "qwen2.5-vl",
-    "llava": "llava",
-    "idefics3": "idefics3",
-}
+
+def arch_of_model_type(model_type: str) -> str:
+    """The family name of an HF model_type (the model_type itself for unregistered ones)."""
+    from ostselect.proxy.families import family_for_model_type
+
+    family = family_for_model_type(model_type)
+    return family.name if family is not None else model_type
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -44,7 +45,7 @@ def load_proxy(
     *,
     dtype: str | torch.dtype = "float32",
     device: str = "cpu",
-    attn_implementation: str = "eager",
+    attn_implementation: str | None = None,
     params: str | None = "all",
     lora_targets: list[str] | None = None,
     lora_rank: int = 8,
@@ -55,7 +56,8 @@ def load_proxy(
     `params=None` uses the selection saved in the folder's ostselect.json (else "all"). A saved LoRA
     adapter is loaded when the selection is LoRA, and merged into the weights otherwise. A folder
     without a model raises `NotAModelFolderError` (a `ValueError`), a missing one
-    `FileNotFoundError`.
+    `FileNotFoundError`. `attn_implementation=None` picks SDPA for float64 (the only kernel that
+    keeps attention in float64) and eager otherwise (vmap-friendly on CPU).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -69,6 +71,10 @@ def load_proxy(
     meta = read_meta(folder)
     config = AutoConfig.from_pretrained(str(path))
     torch_dtype = _resolve_dtype(dtype)
+    if attn_implementation is None:
+        # HF's eager attention takes its softmax in float32 even in a float64 model; SDPA computes
+        # in the input dtype, so float64 is float64 end to end (exact vs naive to ~1e-15)
+        attn_implementation = "sdpa" if torch_dtype == torch.float64 else "eager"
     model = AutoModelForImageTextToText.from_pretrained(
         str(path), dtype=torch_dtype, attn_implementation=attn_implementation
     )
@@ -103,7 +109,7 @@ def load_proxy(
         select_regex(model, spec.params)
     model.to(device=device, dtype=torch_dtype)
     opt_state = _load_optimizer_state(folder / OPTIMIZER_FILE, device, torch_dtype)
-    arch = meta.get("arch") or ARCH_OF_MODEL_TYPE.get(config.model_type, config.model_type)
+    arch = meta.get("arch") or arch_of_model_type(config.model_type)
     proxy = Proxy(
         model,
         processor,

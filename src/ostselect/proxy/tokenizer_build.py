@@ -35,8 +35,12 @@ def train_bpe_tokenizer(
     eos: str,
     pad: str,
     chat_template: str,
+    extra_special_tokens: dict[str, str] | None = None,
 ):
-    """A `PreTrainedTokenizerFast` with `special_tokens` first (ids 0..n-1) and learned merges."""
+    """A `PreTrainedTokenizerFast` with `special_tokens` first (ids 0..n-1) and learned merges.
+
+    `extra_special_tokens` become named attributes (`tokenizer.boi_token`, ...), which some
+    processors (InternVL, Gemma 3) read."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -59,6 +63,7 @@ def train_bpe_tokenizer(
         eos_token=eos,
         pad_token=pad,
         padding_side="right",
+        **({"extra_special_tokens": extra_special_tokens} if extra_special_tokens else {}),
     )
     fast.chat_template = chat_template
     return fast

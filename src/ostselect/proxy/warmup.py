@@ -52,6 +52,9 @@ class WarmupResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason)
     schedule_steps: int = 0
     ramp_steps: int = 0  # linear lr ramp at the start of the schedule
+    # mean loss of (up to MEASURE_SAMPLES of) the warm-up samples before and after `warmup`
+    loss_before: float | None = None
+    loss_after: float | None = None
     # the live run, so a caller can continue it exactly (tests compare step N+1 with the scorer's)
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     scheduler: Any = field(default=None, repr=False)
@@ -198,6 +201,53 @@ def export_state(
     )
 
 
+def loss_trend(losses: Sequence[float]) -> dict[str, float | None]:
+    """Mean batch loss over the first and the last few steps (up to 5, a third of the run each):
+    one batch is too noisy to say whether the warm-up taught the proxy anything."""
+    if not losses:
+        return {"loss_head": None, "loss_tail": None}
+    n = max(1, min(5, len(losses) // 3))
+    return {
+        "loss_head": float(sum(losses[:n]) / n),
+        "loss_tail": float(sum(losses[-n:]) / n),
+    }
+
+
+MEASURE_SAMPLES = 256  # warm-up samples whose loss is measured before and after (fixed, cheap)
+# A warm-up "did not lower the loss" when its samples' loss after it is above this share of their
+# loss before it: the proxy learned nothing from the pool, and its scores would be noise.
+WARMUP_FALL = 0.98
+
+
+def loss_not_lowered(before: float | None, after: float | None) -> bool:
+    """True when a warm-up measurably failed to lower its samples' loss (see `WARMUP_FALL`)."""
+    if before is None or after is None or not before > 0:
+        return False
+    return after > WARMUP_FALL * before
+
+
+@torch.no_grad()
+def mean_loss(proxy: ScoringModel, samples: Sequence[Sample], batch_size: int = 16) -> float | None:
+    """Mean per-sample loss over `samples` in eval mode (unusable records skipped)."""
+    module = getattr(proxy, "model", None)
+    was_training = module.training if isinstance(module, torch.nn.Module) else None
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+    total, n = 0.0, 0
+    try:
+        for i in range(0, len(samples), batch_size):
+            prepared = _prepare_usable(proxy, list(samples[i : i + batch_size]), [])
+            if prepared is None:
+                continue
+            losses = proxy.per_sample_loss(prepared)
+            total += float(losses.sum())
+            n += int(losses.numel())
+    finally:
+        if isinstance(module, torch.nn.Module) and was_training is not None:
+            module.train(was_training)
+    return total / n if n else None
+
+
 def warmup(
     proxy: ScoringModel,
     pool: Iterable[Sample],
@@ -212,7 +262,13 @@ def warmup(
     if not samples:
         raise ValueError("the pool is empty: nothing to warm up on")
     chosen = select_fraction(samples, config.fraction, config.seed)
+    # Did the warm-up teach the proxy anything? The same samples' loss before and after says it
+    # reliably; the batch losses of a few-step run are too noisy to.
+    measured = chosen[:MEASURE_SAMPLES]
+    before = mean_loss(proxy, measured)
     result = train_steps(proxy, chosen, config, total_samples=len(samples), progress=progress)
+    after = mean_loss(proxy, measured)
+    result.loss_before, result.loss_after = before, after
     skipped = {sid for sid, _ in result.skipped}
     metadata: dict[str, Any] = {
         "warmup_ids": [s.id for s in chosen if s.id not in skipped],
@@ -226,6 +282,10 @@ def warmup(
             "next_lr": result.state.lr,
             "first_loss": result.losses[0] if result.losses else None,
             "last_loss": result.losses[-1] if result.losses else None,
+            **loss_trend(result.losses),
+            "loss_before": before,
+            "loss_after": after,
+            "loss_measured_on": len(measured),
             "skipped": [{"id": sid, "reason": why} for sid, why in result.skipped],
         },
     }

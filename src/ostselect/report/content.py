@@ -19,7 +19,7 @@ import pandas as pd
 
 from ostselect.data.sample import IMAGE_PLACEHOLDER, Sample
 from ostselect.report import plots
-from ostselect.scores import Scores, degenerate_utilities, read_scores
+from ostselect.scores import Scores, ranking_alerts, read_scores
 from ostselect.select.coverage import GroupCoverage, coverage_by_group
 from ostselect.select.policy import SelectionPolicy
 from ostselect.select.provenance import check_provenance, load_pool
@@ -91,7 +91,8 @@ def gather(
     sees what the ranking kept and dropped. `alerts` open the report in red.
 
     Scores made on another pool raise `ProvenanceMismatchError`, as `select` does, unless `force`
-    (then the mismatch opens the report, as do utilities that rank nothing: all equal or zero).
+    (then the mismatch opens the report, as do utilities that rank nothing: all equal or zero,
+    or from a proxy that looks untrained, `scores.ranking_alerts`).
     """
     scores_path = None if isinstance(scores, Scores) else str(scores)
     if not isinstance(scores, Scores):
@@ -142,6 +143,9 @@ def gather(
             plots.utility_vs_loss(u, df["loss"].to_numpy(dtype=np.float64), kept),
         )
     tables = _strata_tables(df, kept, by_id, strata_fields)
+    if hidden_tags:  # evaluation-only labels: what the ranking kept of each
+        values = [str(hidden_tags.get(i, "(unlabelled)")) for i in df["id"]]
+        tables.append(_stratum_table(f"By {hidden_label}", hidden_label, values, df, kept))
     groups = [m.group(1) for c in df.columns if (m := _GROUP.match(c))]
     if groups:
         table, kept_mean, rest_mean = _group_table(df, kept, groups)
@@ -193,7 +197,7 @@ def gather(
     notes = []
     if not_ok:
         notes.append(f"{not_ok} samples have a scoring status other than 'ok'.")
-    prov = [(str(key), _fmt(val)) for key, val in sorted(scores.provenance.items())]
+    prov = [(str(key), _fmt(val, key)) for key, val in sorted(scores.provenance.items())]
     prov.append(("report: pool", str(pool_path) if pool_path is not None else "(in memory)"))
     if pool_fp:
         prov.append(("report: pool fingerprint", pool_fp))
@@ -208,12 +212,21 @@ def gather(
         bottom=bottom,
         provenance=prov,
         notes=notes,
-        alerts=[*alerts, *mismatch, *filter(None, [degenerate_utilities(u)])],
+        alerts=[*alerts, *mismatch, *ranking_alerts(u, scores.provenance)],
         hidden_label=hidden_label if hidden_tags else None,
     )
 
 
-def _fmt(value: Any) -> str:
+# What a missing provenance value means, instead of a bare `None` in the report.
+_NONE_MEANS = {
+    "pool": "(samples passed in memory, not read from a file)",
+    "proxy": "(a model passed in memory, not loaded from a folder)",
+}
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if value is None:
+        return _NONE_MEANS.get(key, "(not recorded)")
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, default=str)
     return str(value)
@@ -248,30 +261,33 @@ def _strata_tables(df, kept, by_id, strata_fields) -> list[Table]:
             str(by_id[i].extra.get(f, "(missing)")) if i in by_id else "(not in pool)"
             for i in df["id"]
         ]
-        frame = pd.DataFrame(
-            {"stratum": values, "utility": df["utility"], "toxic": df["toxic"], "kept": kept}
-        )
-        rows = []
-        for name, g in frame.groupby("stratum", sort=True):
-            rows.append(
-                [
-                    name,
-                    len(g),
-                    round(float(g["utility"].mean()), 4),
-                    round(float(g["utility"].median()), 4),
-                    f"{100 * g['toxic'].mean():.1f}%",
-                    float(g["kept"].mean()),
-                ]
-            )
-        tables.append(
-            Table(
-                title=f"By {f}",
-                columns=[f, "samples", "mean utility", "median", "toxic", "kept at cutoff"],
-                rows=rows,
-                bar_column=5,
-            )
-        )
+        tables.append(_stratum_table(f"By {f}", f, values, df, kept))
     return tables
+
+
+def _stratum_table(title: str, column: str, values: list[str], df, kept) -> Table:
+    """Samples, utility, toxic share and kept share per value of one label of each sample."""
+    frame = pd.DataFrame(
+        {"stratum": values, "utility": df["utility"], "toxic": df["toxic"], "kept": kept}
+    )
+    rows = []
+    for name, g in frame.groupby("stratum", sort=True):
+        rows.append(
+            [
+                name,
+                len(g),
+                round(float(g["utility"].mean()), 4),
+                round(float(g["utility"].median()), 4),
+                f"{100 * g['toxic'].mean():.1f}%",
+                float(g["kept"].mean()),
+            ]
+        )
+    return Table(
+        title=title,
+        columns=[column, "samples", "mean utility", "median", "toxic", "kept at cutoff"],
+        rows=rows,
+        bar_column=5,
+    )
 
 
 def _group_table(df, kept, groups) -> tuple[Table, list[float], list[float]]:

@@ -20,9 +20,10 @@ import torch
 
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
+from ostselect.scores import Status
 from ostselect.scoring.work import WorkCounter
 
-OK, NONFINITE, ERROR = "ok", "nonfinite", "error"
+OK, NONFINITE, ERROR = Status.OK, Status.NONFINITE, Status.ERROR  # the one vocabulary
 
 
 @dataclass

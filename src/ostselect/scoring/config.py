@@ -12,13 +12,19 @@ MODES: tuple[str, ...] = ("naive", "exact", "first-order", "hybrid")
 
 def parse_fraction(value: str | float) -> float:
     """'20%' -> 0.2, '0.2' -> 0.2, 0.2 -> 0.2; must lie in (0, 1]."""
-    if isinstance(value, str):
-        text = value.strip()
-        frac = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    else:
-        frac = float(value)
+    # One message for both failures: float()'s own ("could not convert string to float") does not
+    # say what is expected.
+    message = f"must be a fraction in (0, 1] such as 20% or 0.2, not {value!r}"
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            frac = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        else:
+            frac = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
     if not 0 < frac <= 1:
-        raise ValueError(f"fraction must be in (0, 1] (e.g. 20% or 0.2), got {value!r}")
+        raise ValueError(message)
     return frac
 
 

@@ -32,19 +32,23 @@ import torch
 from ostselect.data.rejects import SCORE_NONFINITE, SCORE_OOM, SCORE_PREPARE_FAILED, Reject
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
-from ostselect.scores import build_scores_table, group_column
+from ostselect.scores import Status, build_scores_table, group_column
 from ostselect.scoring.anchors import AnchorSet
 from ostselect.scoring.config import ScoreConfig
 from ostselect.scoring.modes import HybridReport, Outcome, Scorer, hybrid_refine
 from ostselect.scoring.updates import UpdateRule, make_update_rule
 from ostselect.scoring.work import WorkCounter
 
-STATUS_SKIPPED = "skipped"  # not asked for in this pass (hybrid's exact rounds): no model work
+STATUS_SKIPPED = Status.SKIPPED  # not asked for in this pass (hybrid's exact rounds)
 REJECT_COLUMN = "_reject"  # where a failed row came from and why (JSON); never in the final table
 STEP_COLUMN = "step_sq"  # ||theta - theta'||^2 of first-order rows: hybrid's error band needs it
 EXACT_COLUMN = "scored_exactly"
 # status -> reject code of a sample that stays in the table but could not be scored
-SCORE_REJECT_CODES = {"error": SCORE_PREPARE_FAILED, "nonfinite": SCORE_NONFINITE, "oom": SCORE_OOM}
+SCORE_REJECT_CODES = {
+    Status.ERROR: SCORE_PREPARE_FAILED,
+    Status.NONFINITE: SCORE_NONFINITE,
+    Status.OOM: SCORE_OOM,
+}
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -133,7 +137,8 @@ class ScoringCore:
             "scorer": "ost",
             "proxy": getattr(self.proxy, "name", None),
             "proxy_fingerprint": self.proxy_fingerprint(),
-            "params": getattr(self.proxy, "params_spec", None),
+            "params": _describe_params(getattr(self.proxy, "params_spec", None)),
+            "proxy_warmup": _warmup_summary(self.proxy),
             "anchor_hash": self.anchors.hash,
             "anchors": len(self.anchors),
             "anchor_groups": {g: len(ix) for g, ix in self.anchors.groups.items()},
@@ -148,6 +153,25 @@ class ScoringCore:
             "anchor_batch_size": config.anchor_batch_size,
             "config": config.model_dump(),
         }
+
+
+def _describe_params(spec: Any) -> str | None:
+    """The trainable selection as `--params` reads it (`all`, `lora(r=8, ...)`), not the
+    `ParamsSpec(...)` repr that JSON's `default=str` would write into the provenance."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    describe = getattr(spec, "describe", None)
+    return describe() if callable(describe) else str(spec)
+
+
+def _warmup_summary(proxy: Any) -> dict[str, Any] | None:
+    """The proxy's warm-up record, trimmed to what says whether it learned (steps, losses):
+    `scores.untrained_proxy` reads it back to warn about a proxy whose warm-up did nothing."""
+    warm = (getattr(proxy, "metadata", None) or {}).get("warmup")
+    if not isinstance(warm, dict):
+        return None
+    keys = ("steps", "fraction", "lr", "loss_before", "loss_after", "loss_head", "loss_tail")
+    return {k: warm.get(k) for k in keys if k in warm}
 
 
 class OSTScorer:
@@ -166,6 +190,17 @@ class OSTScorer:
         self.phase = phase
         self.mode = phase
         self.only_ids = frozenset(only_ids) if only_ids is not None else None
+        self._seconds = 0.0
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative cost under the baselines' names, so every scorer's `cost` reads alike
+        (the engine sums each shard's share; the anchor preparation before it is not counted)."""
+        counter = self.core.counter
+        return {
+            "forward_passes": counter.forward,
+            "backward_passes": counter.backward,
+            "wall_s": self._seconds,
+        }
 
     def for_phase(self, phase: str, only_ids: Collection[str] | None = None) -> OSTScorer:
         """The same worker set-up (proxy, anchors) scoring another way."""
@@ -181,8 +216,10 @@ class OSTScorer:
             "exact": self.core.scorer.exact,
             "first-order": self.core.scorer.first_order,
         }[self.phase]
+        started = time.perf_counter()
         with eval_mode(self.core.proxy):
             done = iter(list(method(todo)))
+        self._seconds += time.perf_counter() - started
         outcomes = [next(done) if self._wanted(s) else None for s in samples]
         return outcome_columns(samples, outcomes, self.core.groups, self.phase)
 
@@ -327,11 +364,14 @@ def finish_table(columns: Mapping[str, Sequence[Any]], mode: str) -> tuple[pa.Ta
     return table, rejects
 
 
+_FAILURES = (Status.NONFINITE, Status.ERROR, Status.OOM)
+
+
 def status_counts(status: Sequence[str]) -> dict[str, int]:
     return {
         "scored": len(status),
         "ok": sum(s == "ok" for s in status),
-        **{s: sum(x == s for x in status) for s in ("nonfinite", "error", "oom")},
+        **{s.value: sum(x == s for x in status) for s in _FAILURES},
     }
 
 
@@ -363,7 +403,9 @@ def refine_hybrid(
             if o.id in wanted:
                 got[o.id] = o
                 rejects[o.id] = info
-        missing = Outcome("", math.nan, math.nan, 0, "error", reason="missing from the re-score")
+        missing = Outcome(
+            "", math.nan, math.nan, 0, Status.ERROR, reason="missing from the re-score"
+        )
         return [got.get(i) or replace(missing, id=i) for i in ids]
 
     report = hybrid_refine(
@@ -456,7 +498,55 @@ def run_fingerprint(factory: OSTScorerFactory, pool_path: str | Path) -> dict[st
     }
 
 
-EngineProgress = Callable[[str, int, bool], None]  # (pass label, samples, resumed)
+# (pass label, samples, resumed): per batch on the local backend, per shard on Ray; every pass
+# first reports 0 samples as it begins, so a display can show the pass and start its clock.
+EngineProgress = Callable[[str, int, bool], None]
+
+
+def first_pass_out(out_path: Path, mode: str) -> Path:
+    """Where the first pass writes its table (its shards in `<that>.shards/`)."""
+    return out_path.with_name(out_path.name + ".first-order") if mode == "hybrid" else out_path
+
+
+def exact_rounds_root(out_path: Path) -> Path:
+    """The folder of hybrid's exact rounds, one shard store per round."""
+    return out_path.with_name(out_path.name + ".exact.shards")
+
+
+@dataclass(frozen=True)
+class KeptShards:
+    """Finished shards of one pass that a rerun with `resume=True` will not score again."""
+
+    store: Path
+    shards: int
+    samples: int  # scored rows + samples the workers rejected
+
+
+def kept_shards(out_path: str | Path, mode: str) -> list[KeptShards]:
+    """What an interrupted `score_pool` into `out_path` has on disk, per pass, in pass order."""
+    from ostselect.engine.store import ShardStore, store_path_for
+
+    out_path = Path(out_path)
+    roots = [store_path_for(first_pass_out(out_path, mode))]
+    if mode == "hybrid":
+        roots += sorted(exact_rounds_root(out_path).glob("round-*.shards"))
+    kept = []
+    for root in roots:
+        store = ShardStore(root)
+        done = sorted(store.finished_indices()) if root.is_dir() else []
+        if not done:
+            continue
+        samples = 0
+        for i in done:
+            samples += _parquet_rows(store.shard_path(i)) + int(store.shard_meta(i)["n_rejected"])
+        kept.append(KeptShards(root, len(done), samples))
+    return kept
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(path).num_rows)
 
 
 def score_pool(
@@ -503,6 +593,7 @@ def score_pool(
             if progress is not None:
                 progress(label, n, resumed)
 
+        tick(0, False)  # the pass begins (model loading counts in its elapsed time)
         return run_scoring(
             pool_path,
             phase_factory,
@@ -527,7 +618,7 @@ def score_pool(
             columns: dict[str, Any] = table.to_pydict()
             report = None
         else:
-            first_out = out_path.with_name(out_path.name + ".first-order")
+            first_out = first_pass_out(out_path, config.mode)
             table = engine(
                 "first-order",
                 make("first-order"),
@@ -535,7 +626,7 @@ def score_pool(
                 {**fingerprint, "phase": "first-order"},
             )
             rounds = itertools.count()
-            exact_root = out_path.with_name(out_path.name + ".exact.shards")
+            exact_root = exact_rounds_root(out_path)
 
             def rescore_ids(ids: list[str]) -> dict[str, list[Any]]:
                 k = next(rounds)

@@ -9,11 +9,13 @@ embeddings have cosine similarity >= the threshold (images must still match).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,14 +151,20 @@ def minilm_dir() -> Path:
     )
 
 
-def embed_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-    """L2-normalised MiniLM sentence embeddings (mean pooling over non-padding tokens)."""
-    import torch
+@functools.lru_cache(maxsize=1)
+def _minilm() -> tuple[Any, Any]:
+    """MiniLM's tokenizer and model, loaded once per process: DEITA embeds batch by batch."""
     from transformers import AutoModel, AutoTokenizer
 
     folder = minilm_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
+    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+
+def embed_texts(texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised MiniLM sentence embeddings (mean pooling over non-padding tokens)."""
+    import torch
+
+    tokenizer, model = _minilm()
     out = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):

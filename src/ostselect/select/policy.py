@@ -98,6 +98,17 @@ class SelectionPolicy(BaseModel):
         return self
 
     @property
+    def has_limit(self) -> bool:
+        """Whether anything bounds the subset; without a limit every scored sample is kept
+        (dedup aside), which is rarely what a selection run is for."""
+        return (
+            self.top is not None
+            or self.budget_tokens is not None
+            or self.drop_toxic
+            or self.min_utility is not None
+        )
+
+    @property
     def needs_groups(self) -> bool:
         """Whether this policy reads the per-anchor-group `utility[<group>]` columns."""
         return self.policy != "topk" or self.normalize == "group-z"

@@ -1,0 +1,74 @@
+"""Qwen2.5-VL (`qwen2_5_vl`): Qwen2-VL with a windowed-attention ViT (RMSNorm, SwiGLU); same
+tokens, template and processor layout as Qwen2-VL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ostselect.proxy.arches import IMAGE_PX, PATCH, text_config
+from ostselect.proxy.families.qwen2_vl import (
+    QWEN_COMPACT_TEMPLATE,
+    QWEN_CONFIG_TOKENS,
+    QWEN_SPECIALS,
+    QWEN_TEMPLATE,
+    qwen_image_processor,
+    qwen_vision_ids,
+)
+from ostselect.proxy.families.registry import Family, TinySpec, register_family
+
+
+def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(
+        text_config=text_config(t, ids, mrope=True),
+        vision_config=dict(
+            depth=v["layers"],
+            hidden_size=v["hidden"],
+            intermediate_size=v["intermediate"],
+            num_heads=v["heads"],
+            out_hidden_size=t["hidden"],
+            patch_size=PATCH,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=IMAGE_PX,
+            fullatt_block_indexes=[v["layers"] - 1],
+        ),
+        **qwen_vision_ids(ids),
+        tie_word_embeddings=False,
+    )
+
+
+def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
+    from ostselect.proxy.processors import build_processor
+
+    return build_processor(
+        "Qwen2_5_VLProcessor",
+        "Qwen2VLVideoProcessor",
+        image_processor=qwen_image_processor(image_pixels),
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+    )
+
+
+register_family(
+    Family(
+        name="qwen2.5-vl",
+        model_types=("qwen2_5_vl",),
+        processor_class="Qwen2_5_VLProcessor",
+        video_processor_class="Qwen2VLVideoProcessor",
+        tiny=TinySpec(
+            special_tokens=QWEN_SPECIALS,
+            eos="<|im_end|>",
+            pad="<|endoftext|>",
+            image_token="<|image_pad|>",
+            chat_template=QWEN_TEMPLATE,
+            compact_template=QWEN_COMPACT_TEMPLATE,
+            config_tokens=QWEN_CONFIG_TOKENS,
+            build_config=_config,
+            build_processor=_processor,
+            free_image_size=True,
+        ),
+        notes="As Qwen2-VL.",
+    )
+)

@@ -1,0 +1,72 @@
+"""SmolVLM (`smolvlm`): Idefics3's layout (SigLIP tower, pixel-shuffle connector, Llama decoder,
+`<fake_token_around_image><global-img><image>...` images) with SmolLM2 decoders. Its stock
+processor builds a video processor (torchvision) and needs the `num2words` package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ostselect.proxy.arches import IMAGE_PX, PATCH, text_config
+from ostselect.proxy.families.idefics3 import (
+    IDEFICS3_SPECIALS,
+    IDEFICS3_TEMPLATE,
+    siglip_like_vision,
+)
+from ostselect.proxy.families.registry import Family, TinySpec, register_family
+
+
+def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
+    from transformers import LlamaConfig, SmolVLMConfig
+
+    return SmolVLMConfig(
+        vision_config=siglip_like_vision(v),
+        text_config=LlamaConfig(**text_config(t, ids)),
+        image_token_id=ids["image"],
+        scale_factor=2,
+        pad_token_id=ids["pad"],
+        tie_word_embeddings=False,
+    )
+
+
+def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import (
+        SmolVLMImageProcessorPil,
+    )
+
+    from ostselect.proxy.processors import build_processor
+
+    image_processor = SmolVLMImageProcessorPil(
+        do_image_splitting=False,
+        size={"longest_edge": IMAGE_PX},
+        max_image_size={"longest_edge": IMAGE_PX},
+    )
+    return build_processor(
+        "SmolVLMProcessor",
+        "SmolVLMVideoProcessor",
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=(IMAGE_PX // PATCH) ** 2 // 4,  # scale_factor 2 merges 2x2 patches
+        chat_template=chat_template,
+    )
+
+
+register_family(
+    Family(
+        name="smolvlm",
+        model_types=("smolvlm",),
+        processor_class="SmolVLMProcessor",
+        video_processor_class="SmolVLMVideoProcessor",
+        tiny=TinySpec(
+            special_tokens=(*IDEFICS3_SPECIALS, "<video>"),
+            bos="<|im_start|>",
+            eos="<end_of_utterance>",
+            pad="<|endoftext|>",
+            image_token="<image>",
+            chat_template=IDEFICS3_TEMPLATE,
+            build_config=_config,
+            build_processor=_processor,
+        ),
+        notes="Idefics3's `User:`/`Assistant:` template ended by `<end_of_utterance>`; the stock "
+        "processor needs `num2words` (a dependency of ostselect).",
+    )
+)
