@@ -217,7 +217,8 @@ def proxy_command(
     if out.exists():
         fail(f"{out} already exists: choose a new folder or remove it")
     config = PRESETS[preset]().with_overrides(cache_dir=str(cache_dir) if cache_dir else None)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # The cache key records the thread count (float sums differ with it): pretrain under it.
+    torch.set_num_threads(config.threads)
     with tempfile.TemporaryDirectory(prefix="ost-bench-proxy-") as tmp:
         # The pretraining split only (the pool, held-out and test splits are not needed here).
         paths = make_digitmath(

@@ -7,14 +7,11 @@ from typing import Any
 
 from ostselect.proxy.arches import IMAGE_PX, PATCH, text_config
 from ostselect.proxy.families.qwen2_vl import (
-    QWEN_COMPACT_TEMPLATE,
-    QWEN_CONFIG_TOKENS,
-    QWEN_SPECIALS,
-    QWEN_TEMPLATE,
     qwen_image_processor,
+    qwen_tiny,
     qwen_vision_ids,
 )
-from ostselect.proxy.families.registry import Family, TinySpec, register_family
+from ostselect.proxy.families.registry import Family, register_family
 
 
 def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
@@ -57,18 +54,7 @@ register_family(
         model_types=("qwen2_5_vl",),
         processor_class="Qwen2_5_VLProcessor",
         video_processor_class="Qwen2VLVideoProcessor",
-        tiny=TinySpec(
-            special_tokens=QWEN_SPECIALS,
-            eos="<|im_end|>",
-            pad="<|endoftext|>",
-            image_token="<|image_pad|>",
-            chat_template=QWEN_TEMPLATE,
-            compact_template=QWEN_COMPACT_TEMPLATE,
-            config_tokens=QWEN_CONFIG_TOKENS,
-            build_config=_config,
-            build_processor=_processor,
-            free_image_size=True,
-        ),
+        tiny=qwen_tiny(_config, _processor),
         notes="As Qwen2-VL.",
     )
 )

@@ -100,24 +100,36 @@ def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> 
     )
 
 
+def qwen_tiny(
+    build_config: Any,
+    build_processor: Any,
+    *,
+    chat_template: str = QWEN_TEMPLATE,
+    compact_template: str | None = QWEN_COMPACT_TEMPLATE,
+) -> TinySpec:
+    """The tiny offline build every Qwen-VL family shares (ChatML tokens, free image size); only
+    the config and processor builders, and the template, differ between generations."""
+    return TinySpec(
+        special_tokens=QWEN_SPECIALS,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        image_token="<|image_pad|>",
+        chat_template=chat_template,
+        compact_template=compact_template,
+        config_tokens=QWEN_CONFIG_TOKENS,
+        build_config=build_config,
+        build_processor=build_processor,
+        free_image_size=True,
+    )
+
+
 QWEN2_VL = register_family(
     Family(
         name="qwen2-vl",
         model_types=("qwen2_vl",),
         processor_class="Qwen2VLProcessor",
         video_processor_class="Qwen2VLVideoProcessor",
-        tiny=TinySpec(
-            special_tokens=QWEN_SPECIALS,
-            eos="<|im_end|>",
-            pad="<|endoftext|>",
-            image_token="<|image_pad|>",
-            chat_template=QWEN_TEMPLATE,
-            compact_template=QWEN_COMPACT_TEMPLATE,
-            config_tokens=QWEN_CONFIG_TOKENS,
-            build_config=_config,
-            build_processor=_processor,
-            free_image_size=True,
-        ),
+        tiny=qwen_tiny(_config, _processor),
         notes="ChatML; the stock template adds a default system prompt when none is given.",
     )
 )

@@ -13,12 +13,11 @@ from typing import Any
 from ostselect.proxy.arches import text_config
 from ostselect.proxy.families.qwen2_vl import (
     QWEN_COMPACT_TEMPLATE,
-    QWEN_CONFIG_TOKENS,
-    QWEN_SPECIALS,
     qwen_image_processor,
+    qwen_tiny,
     qwen_vision_ids,
 )
-from ostselect.proxy.families.registry import Family, TinySpec, register_family
+from ostselect.proxy.families.registry import Family, register_family
 
 PATCH16 = 16
 IMAGE_PX16 = 64  # 4x4 patches of 16 px, merged 2x2: 4 image tokens, as the 56-px families have
@@ -81,16 +80,8 @@ register_family(
         processor_class="Qwen3VLProcessor",
         video_processor_class="Qwen3VLVideoProcessor",
         layer_residuals=deepstack_residuals,
-        tiny=TinySpec(
-            special_tokens=QWEN_SPECIALS,
-            eos="<|im_end|>",
-            pad="<|endoftext|>",
-            image_token="<|image_pad|>",
-            chat_template=QWEN_COMPACT_TEMPLATE,
-            config_tokens=QWEN_CONFIG_TOKENS,
-            build_config=_config,
-            build_processor=_processor,
-            free_image_size=True,
+        tiny=qwen_tiny(
+            _config, _processor, chat_template=QWEN_COMPACT_TEMPLATE, compact_template=None
         ),
         notes="ChatML without a default system prompt (Instruct). The Thinking checkpoints' "
         "template drops earlier turns' `<think>` blocks, so a conversation does not render "
