@@ -33,8 +33,8 @@ from ostselect.proxy.toy import word_samples
 from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scores import read_provenance
 from ostselect.scoring import ScoreConfig, make_update_rule, score
-from ostselect.scoring.anchors import AnchorSet
-from ostselect.scoring.modes import Scorer
+from ostselect.scoring.anchors import PreparedAnchors
+from ostselect.scoring.modes import OneStepUtility
 from ostselect.scoring.work import WorkCounter
 
 
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         rule = make_update_rule("sgd", theta, None, args.eta)
         # the one-time set-up (anchors prepared) is timed apart: per-candidate rates compare
         # the loops themselves, as on a pool of any size
-        anchor_set, t_setup = timed(lambda p=proxy: AnchorSet(p, anchors, batch_size=50))
-        scorer = Scorer(proxy, rule, anchor_set, 8, WorkCounter())
+        anchor_set, t_setup = timed(lambda p=proxy: PreparedAnchors(p, anchors, batch_size=50))
+        scorer = OneStepUtility(proxy, rule, anchor_set, 8, WorkCounter())
         naive, t_naive = timed(lambda s=scorer, c=cands: list(s.naive(c)))
         exact, t_exact = timed(lambda s=scorer, c=cands: list(s.exact(c)))
         u_naive = np.array([o.utility for o in naive])
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     _, t_epoch = timed(lambda: train_steps(trainee, pool, WarmupConfig(lr=1e-4, batch_size=8)))
     # first-order's fixed cost, whatever the pool size: prepare the anchors, one anchor gradient
     theta = {k: v.detach() for k, v in proxy.trainable_parameters().items()}
-    anchor_set, t_prep = timed(lambda: AnchorSet(proxy, anchors, batch_size=50))
+    anchor_set, t_prep = timed(lambda: PreparedAnchors(proxy, anchors, batch_size=50))
     _, t_grad = timed(lambda: anchor_set.gradients(theta))
     t_fixed = t_prep + t_grad
     print(

@@ -96,7 +96,8 @@ def test_loss_and_less_with_a_tiny_proxy(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     scores = read_scores(out)
-    assert scores.provenance["dim"] == 32 and scores.provenance["direction"] == "sgd"
+    settings = scores.provenance["settings"]
+    assert settings["dim"] == 32 and settings["direction"] == "sgd"
     assert all(-1 <= u <= 1 for u in scores.utility)
 
 

@@ -165,7 +165,7 @@ def test_scores_requests_concurrently_with_images_as_data_urls(server, tmp_path)
     assert prov["cost"]["judge_requests"] == 8
     assert prov["cost"]["judge_tokens_in"] == sum(r["tokens_in"] for r in rows) > 0
     assert prov["cost"]["judge_tokens_out"] == 8 * 7
-    assert prov["text_only"] is False and prov["prompt"] == JUDGE_PROMPT
+    assert prov["settings"]["text_only"] is False and prov["settings"]["prompt"] == JUDGE_PROMPT
 
 
 def test_retries_after_500_and_after_timeout(server) -> None:
@@ -175,7 +175,7 @@ def test_retries_after_500_and_after_timeout(server) -> None:
     assert rows["a"]["utility"] == 8 and rows["a"]["status"] == "ok"
     assert rows["b"]["utility"] == 6 and rows["b"]["status"] == "ok"
     assert sorted(server.seen.values()) == [2, 2]
-    assert read_provenance(table)["retries_made"] == 2
+    assert read_provenance(table)["settings"]["retries_made"] == 2
 
 
 def test_permanent_failures_are_recorded_not_cached(server, tmp_path) -> None:
@@ -233,8 +233,9 @@ def test_local_smollm2_judge_parses_or_records(tmp_path) -> None:
         "judge", samples, cache_path=tmp_path / "c.jsonl", rating="greedy", max_new_tokens=24
     )
     prov = read_provenance(table)
-    assert prov["text_only"] is True and prov["backend"] == "local-hf"
-    assert "SmolLM2" in prov["judge_model"]
+    settings = prov["settings"]
+    assert settings["text_only"] is True and settings["backend"] == "local-hf"
+    assert "SmolLM2" in settings["judge_model"]
     for row in table.to_pylist():
         assert row["status"] in ("ok", "unparseable")
         assert row["judge_reply"]
@@ -258,7 +259,7 @@ def test_local_smollm2_expected_rating_is_a_rating(tmp_path) -> None:
     rows = table.to_pylist()
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert all(1 < r["utility"] < 10 and r["utility"] != round(r["utility"]) for r in rows)
-    assert read_provenance(table)["rating"] == "expected"
+    assert read_provenance(table)["settings"]["rating"] == "expected"
 
 
 # ---- the local judge on a tiny Llama built offline (no download) ------------------------------
@@ -344,7 +345,7 @@ def test_local_judge_records_no_rating_and_caches(tiny_judge_dir, tmp_path) -> N
     assert [r["status"] for r in rows] == ["unparseable", "unparseable"]
     assert all(math.isnan(r["utility"]) and "no rating" in r["judge_reply"] for r in rows)
     prov = read_provenance(table)
-    assert prov["rating"] == "expected" and prov["text_only"] is True
+    assert prov["settings"]["rating"] == "expected" and prov["settings"]["text_only"] is True
     assert prov["cost"]["judge_requests"] == 2 and prov["cost"]["judge_tokens_out"] == 0
     again = run_baseline("judge", samples, model_path=tiny_judge_dir, cache_path=cache)
     assert read_provenance(again)["cost"]["judge_requests"] == 0

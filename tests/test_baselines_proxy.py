@@ -185,8 +185,8 @@ def test_loss_provenance_counts_passes(trained: CharLM) -> None:
     assert prov["cost"]["forward_passes"] == 5
     assert prov["cost"]["backward_passes"] == 0
     assert prov["cost"]["wall_s"] > 0
-    assert prov["proxy_hash"] == trained.fingerprint()
-    assert prov["keep"] == "low"
+    assert prov["proxy_fingerprint"] == trained.fingerprint()
+    assert prov["settings"]["keep"] == "low"
 
 
 def test_without_question_keeps_only_image_placeholders() -> None:
@@ -253,7 +253,7 @@ def test_grand_is_the_gradient_norm(trained: CharLM) -> None:
 def test_el2n_from_logits_and_fallback(trained: CharLM) -> None:
     pool = arithmetic_pool(3, seed=6)
     table = run_baseline("el2n", pool, proxy=trained)
-    assert read_provenance(table)["el2n_source"] == "logits"
+    assert read_provenance(table)["settings"]["el2n_source"] == "logits"
     for row, sample in zip(table.to_pylist(), pool, strict=True):
         ids, sup = CharLM.encode(sample)
         probs = torch.softmax(trained.model(torch.tensor([ids]))[0, :-1], -1)
@@ -273,7 +273,7 @@ def test_el2n_from_logits_and_fallback(trained: CharLM) -> None:
             return getattr(self.inner, item)
 
     fallback = run_baseline("el2n", pool, proxy=NoLogits(trained))
-    assert read_provenance(fallback)["el2n_source"] == "loss-approximation"
+    assert read_provenance(fallback)["settings"]["el2n_source"] == "loss-approximation"
     for row, sample in zip(fallback.to_pylist(), pool, strict=True):
         assert row["el2n"] == pytest.approx(
             1 - math.exp(-hand_loss(trained, sample).detach().item())
@@ -307,7 +307,8 @@ def test_less_identity_projection_equals_hand_cosine(trained: CharLM) -> None:
     prov = read_provenance(
         run_baseline("less", pool, proxy=trained, anchors=anchors, dim=None, batch_size=2)
     )
-    assert prov["direction"] == "adam" and prov["projection"] == "identity"
+    assert prov["settings"]["direction"] == "adam"
+    assert prov["settings"]["projection"] == "identity"
     assert prov["cost"]["backward_passes"] == len(pool) + len(anchors)
 
 
@@ -330,7 +331,7 @@ def test_less_without_state_uses_plain_gradient(trained: CharLM) -> None:
         "less", proxy=trained, anchors=anchors, dim=None, use_optimizer_state=False
     )
     cols = scorer.score_samples(pool)
-    assert scorer.provenance()["direction"] == "sgd"
+    assert scorer.provenance()["settings"]["direction"] == "sgd"
     ga = sum(per_sample_grad(trained, s) for s in anchors) / len(anchors)
     for value, sample in zip(cols["utility"], pool, strict=True):
         g = per_sample_grad(trained, sample)

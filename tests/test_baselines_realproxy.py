@@ -93,13 +93,14 @@ def test_grand_and_less_match_autograd(warm) -> None:
         expected = (d @ ga / (d.norm() * ga.norm())).item()
         assert l_row["utility"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
     prov = read_provenance(less)
-    assert prov["direction"] == "adam" and prov["optimizer_step"] == state.step
+    settings = prov["settings"]
+    assert settings["direction"] == "adam" and settings["optimizer_step"] == state.step
 
 
 def test_el2n_uses_the_hf_logits_at_the_supervised_positions(warm) -> None:
     pool = eval_samples(3)
     table = run_baseline("el2n", pool, proxy=warm)
-    assert read_provenance(table)["el2n_source"] == "hf-logits"
+    assert read_provenance(table)["settings"]["el2n_source"] == "hf-logits"
     with torch.no_grad():
         prepared = warm.prepare(pool)
         pairs = hf_supervised_logits(warm, prepared)

@@ -34,7 +34,7 @@ from ostselect.baselines.registry import (
 from ostselect.cli import app
 from ostselect.data import iter_samples
 from ostselect.data.sample import Sample
-from ostselect.scores import Status, read_scores
+from ostselect.scores import Status, read_scores, validate_provenance
 from test_baselines_cli import write_pool
 
 runner = CliRunner()
@@ -100,7 +100,7 @@ def test_a_registered_method_runs_everywhere_without_other_edits(toy: str, tmp_p
     scores = read_scores(out)
     direct = run_baseline(toy, list(iter_samples(pool)), scale=2.0)
     assert same_table(scores.table, direct)
-    assert scores.provenance["scale"] == 2.0 and scores.provenance["mode"] == toy
+    assert scores.provenance["settings"]["scale"] == 2.0 and scores.provenance["mode"] == toy
     assert scores.provenance["cost"]["forward_passes"] == 5  # summed over 3 shards
     assert scores.provenance["engine"]["shards"] == 3
     refused = runner.invoke(app, [*args[:-1], "0"])
@@ -287,5 +287,6 @@ def test_ost_and_baseline_tables_share_status_values_and_cost_names(tmp_path: Pa
         assert set(table.column("status").to_pylist()) <= {s.value for s in Status}, name
         assert prov["cost"]["forward_passes"] >= 5 and prov["cost"]["wall_s"] > 0, name
         assert set(prov["cost"]) >= {"forward_passes", "backward_passes", "wall_s"}, name
+        assert validate_provenance(prov)["scorer"] == name, name  # the shared schema
     ost_cost = read_scores(tmp_path / "ost.parquet").provenance["cost"]
     assert ost_cost["backward_passes"] == 5 + 2  # one per candidate, plus the 2 anchors' gradient

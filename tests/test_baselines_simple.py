@@ -35,7 +35,7 @@ def test_random_is_seeded_and_independent_of_order() -> None:
     assert (u >= 0).all() and (u < 1).all() and len(set(u)) == len(u)
     assert sorted(a.column("rank").to_pylist()) == list(range(1, 51))
     prov = read_provenance(a)
-    assert prov["seed"] == 7 and prov["mode"] == "random" and prov["pool_size"] == 50
+    assert prov["seed"] == 7 and prov["mode"] == "random" and prov["counts"]["scored"] == 50
 
 
 def test_reasoning_steps_and_complexity() -> None:
@@ -78,7 +78,7 @@ def test_deita_drops_a_near_duplicate_with_minilm() -> None:
     assert rows["circle-copy"]["rank"] == 3
     assert 0 < rows["circle-copy"]["utility"] <= 1 < rows["train"]["utility"]
     prov = read_provenance(table)
-    assert prov["pool_level"] and prov["quality"] == "1 (no proxy given)"
+    assert prov["settings"]["pool_level"] and prov["settings"]["quality"] == "1 (no proxy given)"
     # With a threshold no pair reaches, nothing is dropped.
     loose = run_baseline("deita", [twin, other, original], threshold=0.9999)
     assert all(loose.column("deita_kept").to_pylist())

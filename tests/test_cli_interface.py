@@ -248,7 +248,8 @@ def test_score_summary_counts_rejects(tmp_path, tiny, monkeypatch):
 
     def fake_score_pool(pool, factory, out, **_):
         table = build_scores_table([f"p{i}" for i in range(4)], [0.1, 0.2, -0.1, 0.3], "exact")
-        write_scores(table, out, {"counts": {"ok": 4, "scored": 4, "rejected_reader": 2}})
+        prov = {"scorer": "ost", "cost": {"wall_s": 0.0}, "counts": {"rejected_reader": 2}}
+        write_scores(table, out, prov)
         (Path(out).parent / "rejects.jsonl").write_text('{"id": null}\n{"id": "gone"}\n')
 
     monkeypatch.setattr(engine_scorer, "score_pool", fake_score_pool)

@@ -161,7 +161,7 @@ def test_score_summary_flags_utilities_that_rank_nothing(tmp_path, tiny, monkeyp
     def fake_score_pool(pool, factory, out, **_):
         ids = [f"p{i}" for i in range(6)]
         table = build_scores_table(ids, [0.0] * 6, "exact")
-        write_scores(table, out, {"counts": {"ok": 6, "scored": 6}})
+        write_scores(table, out, {"scorer": "ost", "cost": {"wall_s": 0.0}})
 
     monkeypatch.setattr(engine_scorer, "score_pool", fake_score_pool)
     out = tmp_path / "scores.parquet"

@@ -63,7 +63,17 @@ def make_scores_file(path: Path, pool: list[Sample]) -> Path:
         "utility[algebra]": (util * 0.5 + rng.normal(0, 0.01, n)).tolist(),
     }
     table = build_scores_table([s.id for s in pool], util, "exact", extra_columns=extra)
-    return write_scores(table, path, {"proxy": "tiny-qwen2-vl", "eta": 0.01, "seed": 0})
+    return write_scores(
+        table,
+        path,
+        {
+            "proxy": "tiny-qwen2-vl",
+            "eta": 0.01,
+            "seed": 0,
+            "scorer": "test",
+            "cost": {"wall_s": 0.0},
+        },
+    )
 
 
 @pytest.fixture
@@ -108,7 +118,9 @@ def test_report_without_optional_columns_or_images(tmp_path):
         for i in range(5)
     ]
     table = build_scores_table([s.id for s in pool], [0.3, -0.1, 0.2, 0.0, -0.4], "loss")
-    scores = write_scores(table, tmp_path / "s.parquet", {})
+    scores = write_scores(
+        table, tmp_path / "s.parquet", {"scorer": "test", "cost": {"wall_s": 0.0}}
+    )
     html = build_report(scores, pool, tmp_path / "r.html", top_n=2, bottom_n=2).read_text()
     assert 'id="fig-scatter"' not in html and "By anchor group" not in html
     assert html.count("no image") == 4
@@ -135,7 +147,12 @@ def test_report_cli_refuses_another_pools_scores_like_select(tmp_path, inputs):
     pool_path = tmp_path / "pool.jsonl"
     write_samples(pool, pool_path)
     table = build_scores_table([s.id for s in pool], np.linspace(1, 0, len(pool)), "exact")
-    prov = {"pool_fingerprint": "0" * 64, "pool": "elsewhere/pool.jsonl"}
+    prov = {
+        "pool_fingerprint": "0" * 64,
+        "pool": "elsewhere/pool.jsonl",
+        "scorer": "test",
+        "cost": {"wall_s": 0.0},
+    }
     scores = write_scores(table, tmp_path / "scores.parquet", prov)
     common = ["--pool", str(pool_path), "--scores", str(scores)]
     out = tmp_path / "r.html"
@@ -154,7 +171,9 @@ def test_report_cli_refuses_another_pools_scores_like_select(tmp_path, inputs):
 def test_report_flags_utilities_that_rank_nothing(tmp_path, utility, flag):
     pool = make_pool(6)
     table = build_scores_table([s.id for s in pool], [utility] * 6, "exact")
-    scores = write_scores(table, tmp_path / "s.parquet", {})
+    scores = write_scores(
+        table, tmp_path / "s.parquet", {"scorer": "test", "cost": {"wall_s": 0.0}}
+    )
     html = build_report(scores, pool, tmp_path / "r.html").read_text()
     assert 'class="alert"' in html and flag in html and "ranking is only pool order" in html
     assert degenerate_utilities([0.1, 0.3, float("nan")]) is None

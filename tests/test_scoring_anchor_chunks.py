@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from ostselect.scoring.anchors import AnchorSet
+from ostselect.scoring.anchors import PreparedAnchors
 from scoring_toy_model import ToyProxy, make_samples
 
 
 def test_chunks_follow_length_but_results_follow_input_order():
     proxy = ToyProxy(trainable="all")
     samples = make_samples(9, seed=5, prefix="a", groups=("geometry", "algebra"))
-    anchors = AnchorSet(proxy, samples, batch_size=2, group_field="group")
+    anchors = PreparedAnchors(proxy, samples, batch_size=2, group_field="group")
     assert anchors.order != list(range(len(samples)))  # really reordered
     theta = {k: v.detach() for k, v in proxy.trainable_parameters().items()}
 

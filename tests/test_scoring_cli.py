@@ -87,7 +87,7 @@ def test_warmup_then_score_from_the_command_line(tmp_path):
     scores = read_scores(out)
     assert len(scores.ids) == 10 and "lost" not in scores.ids
     assert scores.provenance["optimizer"] == "adamw"  # continues the warm-up state
-    assert scores.provenance["state_step"] == 3
+    assert scores.provenance["settings"]["state_step"] == 3
     assert scores.provenance["pool_fingerprint"]
     rejects = (tmp_path / "run" / "rejects.jsonl").read_text()
     assert "lost" in rejects and "nope.png" in rejects

@@ -106,7 +106,7 @@ def test_exact_equals_naive_and_leaves_proxy_untouched(optimizer, trainable, bat
     expected = "adamw" if optimizer == "adamw-state" else "sgd"
     assert prov["optimizer"] == expected and prov["mode"] == "exact"
     assert prov["anchors"] == len(ANCHORS) and prov["proxy_fingerprint"] == proxy.fingerprint()
-    assert prov["work"]["forward_samples"] > 0
+    assert prov["cost"]["forward_passes"] > 0 and prov["scorer"] == "ost"
 
 
 def test_utility_sign_means_anchor_loss_drops():
@@ -208,7 +208,8 @@ def test_bad_and_nonfinite_samples_are_reported_and_run_continues(tmp_path: Path
 def test_config_parses_cutoff_and_rejects_bad_values():
     assert ScoreConfig(cutoff="20%").cutoff == pytest.approx(0.2)
     assert ScoreConfig(mode="first_order").mode == "first-order"
-    assert ScoreConfig(eta=0.3).lr == 0.3
+    assert ScoreConfig(eta=0.3).lr == 0.3  # the old name still reads
+    assert ScoreConfig(lr=0.3).model_dump()["eta"] == 0.3  # and still parses, recorded as eta
     with pytest.raises(ValueError):
         ScoreConfig(cutoff="120%")
     with pytest.raises(ValueError):

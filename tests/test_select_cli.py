@@ -38,7 +38,11 @@ def make_scores(tmp_path, pool_path, utility, fingerprint=None, ids=None):
     ids = ids or [f"s{i}" for i in range(len(utility))]
     table = build_scores_table(ids, utility, "exact")
     fp = fingerprint if fingerprint is not None else pool_fingerprint(pool_path)
-    return write_scores(table, tmp_path / "scores.parquet", {"pool_fingerprint": fp})
+    return write_scores(
+        table,
+        tmp_path / "scores.parquet",
+        {"pool_fingerprint": fp, "scorer": "test", "cost": {"wall_s": 0.0}},
+    )
 
 
 UTIL = [0.5, 0.3, 0.3, -0.1, 0.9, 0.0, -0.5, 0.2, 0.3, 0.1]

@@ -317,10 +317,9 @@ def write_inputs(tmp_path, groups: dict[str, list[float]] | None):
     else:
         table = make_scores(groups).table
         anchors = {"anchor_groups": dict.fromkeys(groups, 1)}
-    scores = write_scores(
-        table, tmp_path / "scores.parquet", {"pool_fingerprint": pool_fingerprint(pool_path)}
-        | anchors,
-    )  # fmt: skip
+    prov = {"pool_fingerprint": pool_fingerprint(pool_path), "scorer": "test"}
+    prov["cost"] = {"wall_s": 0.0}
+    scores = write_scores(table, tmp_path / "scores.parquet", prov | anchors)
     return pool_path, scores
 
 

@@ -70,7 +70,11 @@ def scores_for(tmp_path: Path, pool: Path, ids: list[str]) -> Path:
     """Utilities falling with the pool order, so --top N keeps the first N records."""
     table = build_scores_table(ids, [1.0 - 0.1 * i for i in range(len(ids))], "exact")
     fp = pool_fingerprint(pool)
-    return write_scores(table, tmp_path / "scores.parquet", {"pool_fingerprint": fp})
+    return write_scores(
+        table,
+        tmp_path / "scores.parquet",
+        {"pool_fingerprint": fp, "scorer": "test", "cost": {"wall_s": 0.0}},
+    )
 
 
 def run_select(pool: Path, scores: Path, out: Path, *extra: str) -> Any:

@@ -10,7 +10,6 @@ tokens, wall time). See docs/baselines.md for each method's definition and conve
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from ostselect.baselines.registry import (
     get_baseline,
     register_baseline,
 )
-from ostselect.scores import PROVENANCE_KEY, build_scores_table
+from ostselect.scores import attach_provenance, build_scores_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -84,8 +83,7 @@ def run_baseline(
         columns = spec.pool_pass(pa.table(columns), options).to_pydict()
     provenance = scorer.provenance()
     provenance["cost"]["wall_s"] = round(time.perf_counter() - start, 4)
-    provenance["pool_size"] = len(samples)
-    return _scores_table(name, columns, provenance)
+    return _scores_table(name, columns, provenance)  # counts.scored says how many
 
 
 def _scores_table(name: str, columns: dict[str, list[Any]], provenance: dict[str, Any]) -> pa.Table:
@@ -97,9 +95,7 @@ def _scores_table(name: str, columns: dict[str, list[Any]], provenance: dict[str
         status=[str(s) for s in columns["status"]],
         extra_columns=extra,
     )
-    meta = dict(table.schema.metadata or {})
-    meta[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
-    return table.replace_schema_metadata(meta)
+    return attach_provenance(table, provenance)
 
 
 def __getattr__(name: str) -> Any:

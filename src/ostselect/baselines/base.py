@@ -70,13 +70,19 @@ class Baseline:
         return {k: v for k, v in asdict(self.cost).items() if isinstance(v, int | float)}
 
     def provenance(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "baseline": self.mode,
-            "pool_level": self.pool_level,
-            **self._settings(),
-            "cost": self.cost.as_dict(),
-        }
+        """The `scores.Provenance` record: shared keys (proxy, seed, anchors, ...) on top, the
+        method's own settings under `settings`."""
+        from ostselect.scores import split_settings
+
+        return split_settings(
+            {
+                "scorer": self.mode,
+                "mode": self.mode,
+                "pool_level": self.pool_level,
+                **self._settings(),
+                "cost": self.cost.as_dict(),
+            }
+        )
 
     def _score(self, samples: list[Sample]) -> dict[str, list[Any]]:  # pragma: no cover
         raise NotImplementedError
@@ -86,13 +92,13 @@ class Baseline:
 
 
 def proxy_description(proxy: ScoringModel) -> dict[str, Any]:
-    """Proxy name and content hash for provenance (the hash is skipped if the proxy cannot give
-    one)."""
-    info: dict[str, Any] = {"proxy": getattr(proxy, "name", type(proxy).__name__)}
+    """Proxy name and weight hash under OST's provenance names (the hash is None if the proxy
+    cannot give one)."""
+    info: dict[str, Any] = {"proxy": str(getattr(proxy, "name", type(proxy).__name__))}
     try:
-        info["proxy_hash"] = proxy.fingerprint()
+        info["proxy_fingerprint"] = proxy.fingerprint()
     except (AttributeError, NotImplementedError):
-        info["proxy_hash"] = None
+        info["proxy_fingerprint"] = None
     return info
 
 

@@ -250,7 +250,7 @@ class BenchmarkRun:
             ("pretrain", self.pretrain_models),
             ("warmup", self.warm_up),
             ("anchors", self.draw_anchors),
-            ("scoring", self.score_pool),
+            ("scoring", self.score_candidates),
             ("rows", self.run_rows),
             ("policies", self.policies),
             ("ablation", self.ablation),
@@ -464,7 +464,7 @@ class BenchmarkRun:
         record = self.out / "scores" / f"{name}.key.json"
         record.write_text(json.dumps({"key": key, "wall_s": wall}, indent=1))
 
-    def score_pool(self) -> None:
+    def score_candidates(self) -> None:
         """OST in every mode, then every baseline, all on the warmed-up proxy."""
         from ostselect.baselines import get_baseline, run_baseline
         from ostselect.proxy import load_proxy

@@ -367,7 +367,7 @@ def _summary(spec: BaselineSpec, scores: Any, out: Path, rejects_path: Path) -> 
             f"{cost.get('judge_tokens_in', 0)} in / {cost.get('judge_tokens_out', 0)} out"
         )
     console.print("cost: " + ", ".join(parts))
-    if provenance.get("text_only"):
+    if (provenance.get("settings") or {}).get("text_only"):
         console.print("note: this judge reads text only; images were not shown to it.")
 
 

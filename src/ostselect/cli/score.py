@@ -67,7 +67,9 @@ def register(app: typer.Typer) -> None:
             None, "--eta", "--lr", help="Step size (default: warm-up's next lr; SGD 1e-3)."
         ),
         optimizer: str = typer.Option("auto", "--optimizer", help="auto, sgd or adamw."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float64."),
+        dtype: str = typer.Option(
+            "float32", "--dtype", help="float32, bfloat16, float16 or float64."
+        ),
         device: str = DEVICE,
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Candidates per batch."),
         anchor_batch_size: int = typer.Option(32, "--anchor-batch-size", min=1),
@@ -121,7 +123,7 @@ def register(app: typer.Typer) -> None:
             config = ScoreConfig(
                 mode=mode,
                 optimizer=optimizer,
-                lr=eta,
+                eta=eta,
                 dtype=dtype,
                 device=device,
                 batch_size=batch_size,
@@ -234,7 +236,7 @@ def _run(
     failed = {"nonfinite": "non-finite", "error": "unreadable", "oom": "out of memory"}
     notes = [f"{counts[k]:,} {what}" for k, what in failed.items() if counts.get(k)]
     scored = count_of_all(
-        counts.get("ok", counts.get("status_ok", 0)),
+        counts.get("ok", 0),
         counts["scored"] + n_rejects,
         n_rejects,
         rejects,
@@ -360,7 +362,8 @@ _FINGERPRINT_FLAGS = {
     "anchor_hash": "--anchors (their content)",
     "mode": "--mode",
     "config.mode": "--mode",
-    "config.lr": "--eta",
+    "config.eta": "--eta",
+    "config.lr": "--eta",  # stores written before the step size was named eta
     "config.group_field": "--group-field",
     "config.calibration_size": "--calibration-size",
     "config.band_safety": "--band-safety",

@@ -46,7 +46,12 @@ def register(app: typer.Typer) -> None:
         weight_decay: float = typer.Option(0.01, "--weight-decay", min=0.0),
         params: str | None = typer.Option(None, "--params", help="all, lora or a regex."),
         lora_layers: str = typer.Option("all", "--lora-layers", help="all or top-half."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float64."),
+        dtype: str = typer.Option(
+            "float32",
+            "--dtype",
+            help="float32, float64, or bfloat16/float16: mixed precision (float32 weights and "
+            "moments, forward under autocast; the folder is saved in float32).",
+        ),
         device: str = DEVICE,
         image_root: Path | None = typer.Option(
             None, "--image-root", help="Folder that relative image paths are resolved against."
@@ -71,7 +76,10 @@ def register(app: typer.Typer) -> None:
             fail(f"--image-root {image_root} is not a folder: pass the folder holding the images")
         check_proxy_folder(proxy)
         device = resolve_device(device)
+        # bf16/fp16: mixed precision, the proxy's float32 weights are the master copy (autocast)
+        low = dtype in ("bfloat16", "float16")
         config = WarmupConfig(
+            compute_dtype=dtype if low else None,
             fraction=fraction,
             lr=lr,
             batch_size=batch_size,
@@ -97,7 +105,11 @@ def register(app: typer.Typer) -> None:
                 + ("; if the images live in another folder, pass --image-root" if lost else "")
             )
         model = load_proxy_or_fail(
-            proxy, dtype=dtype, device=device, params=params, lora_layers=lora_layers
+            proxy,
+            dtype="float32" if low else dtype,
+            device=device,
+            params=params,
+            lora_layers=lora_layers,
         )
         n = max(1, round(fraction * len(samples)))
         with progress() as bar:

@@ -200,6 +200,8 @@ def run_scoring(
         }
     )
     provenance["counts"]["rejected_reader"] = n_reader_rejects
+    # a scorer without `counters()` still gets the schema's cost: the time the run took
+    provenance.setdefault("cost", {}).setdefault("wall_s", provenance["engine"]["wall_s"])
     provenance.update(extra_provenance or {})
     rejects_file = Path(rejects_path) if rejects_path is not None else None
     write_final_rejects(store, feed.total, rejects_file or out_path.parent / REJECTS_FILENAME)
@@ -221,7 +223,7 @@ def merge_shards(
     Cost counters are the sum of every shard's share (`ShardResult.cost`), so a resumed or Ray
     run reports what the whole table cost.
     """
-    from ostselect.scores import build_scores_table
+    from ostselect.scores import build_scores_table, count_statuses, split_settings
 
     tables: list[pa.Table] = []
     modes: set[str] = set()
@@ -260,16 +262,14 @@ def merge_shards(
     table = build_scores_table(
         merged.column("id").to_pylist(), utility, mode, status=status, extra_columns=extra
     )
-    counts = Counter(status)
-    provenance = dict(scorer_provenance)
+    # the schema's places: a third-party scorer's own keys go under `settings`
+    provenance = split_settings(scorer_provenance)
+    provenance.setdefault("scorer", mode)
     if cost:
         summed = {k: round(v, 4) if isinstance(v, float) else v for k, v in cost.items()}
         provenance["cost"] = {**provenance.get("cost", {}), **summed}
-    provenance["counts"] = {
-        "scored": merged.num_rows,
-        **{f"status_{k}": v for k, v in sorted(counts.items())},
-        "rejected_worker": n_rejected,
-    }
+    # `scores.count_statuses` under the schema's names; write_scores derives the same again
+    provenance["counts"] = {**count_statuses(status), "rejected_worker": n_rejected}
     return table, provenance
 
 

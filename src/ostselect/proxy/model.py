@@ -25,12 +25,11 @@ import torch
 from torch import nn
 
 from ostselect.data.sample import Sample
+from ostselect.precision import DTYPES, LOW_PRECISION, master_dtype
 from ostselect.proxy.api import OptimizerState
 from ostselect.proxy.collate import IGNORE_INDEX, Batch, collate
 from ostselect.proxy.folder import ADAPTER_DIR, OPTIMIZER_FILE, read_meta, write_meta
 from ostselect.proxy.params import ParamsSpec, default_lora_targets, family_of, find_text_model
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
 class _StopForward(Exception):
@@ -68,7 +67,7 @@ def _supervision(labels: torch.Tensor, dtype: torch.dtype):
     sup_batch, sup_pos = (shifted != IGNORE_INDEX).nonzero(as_tuple=True)
     targets = shifted[sup_batch, sup_pos]
     counts = (shifted != IGNORE_INDEX).sum(dim=1)
-    dtype = torch.float32 if dtype == torch.bfloat16 else dtype  # 1/count exactly enough
+    dtype = master_dtype(dtype)  # 1/count exactly enough (float32 for bf16/fp16 models)
     if (counts == 0).any():
         raise ValueError("a sample has no supervised tokens left after masking")
     weights = torch.zeros(labels.shape[0], sup_batch.numel(), dtype=dtype, device=labels.device)
@@ -555,8 +554,11 @@ class Proxy:
             b_key = f"{name}.lora_B.{adapter}.weight"
             if a_key not in params or b_key not in params:
                 return None
-            delta = (params[b_key] @ params[a_key]) * mod.scaling[adapter]
-            merged[f"{name}.base_layer.weight"] = mod.base_layer.weight + delta
+            # in master precision, rounded once: a bf16 product-then-sum rounds three times
+            base = mod.base_layer.weight
+            work = master_dtype(base.dtype)
+            delta = (params[b_key].to(work) @ params[a_key].to(work)) * mod.scaling[adapter]
+            merged[f"{name}.base_layer.weight"] = (base.to(work) + delta).to(base.dtype)
         return merged
 
     @contextlib.contextmanager
@@ -596,11 +598,11 @@ class Proxy:
 
     @staticmethod
     def _weighted_ce(logits: torch.Tensor, prepared: Prepared) -> torch.Tensor:
-        """Token CE at supervised positions, averaged per sample (bfloat16 logits upcast).
+        """Token CE at supervised positions, averaged per sample (bf16/fp16 logits upcast).
 
         A masked sum, not `weights @ ce`: 0 * NaN is NaN, and one sample's non-finite loss must
         not reach its batch neighbours (candidates are differentiated as a batch)."""
-        if logits.dtype == torch.bfloat16:
+        if logits.dtype in LOW_PRECISION:
             logits = logits.float()
         ce = nn.functional.cross_entropy(logits, prepared.targets, reduction="none")
         weights = prepared.weights.to(ce.dtype)
@@ -649,7 +651,9 @@ def _batch_dim(value: torch.Tensor, batch: int) -> int | None:
 
 def masked_per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample mean CE over positions whose label is not -100 (causal shift applied here)."""
-    shift_logits = logits[:, :-1].float() if logits.dtype == torch.bfloat16 else logits[:, :-1]
+    shift_logits = logits[:, :-1]
+    if shift_logits.dtype in LOW_PRECISION:
+        shift_logits = shift_logits.float()
     shift_labels = labels[:, 1:]
     ce = nn.functional.cross_entropy(
         shift_logits.reshape(-1, shift_logits.shape[-1]),

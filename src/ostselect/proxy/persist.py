@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ostselect.precision import master_dtype, resolve_dtype
 from ostselect.proxy.api import OptimizerState
 from ostselect.proxy.folder import (
     ADAPTER_DIR,
@@ -19,7 +20,7 @@ from ostselect.proxy.folder import (
     read_meta,
     write_meta,
 )
-from ostselect.proxy.model import DTYPES, Proxy
+from ostselect.proxy.model import Proxy
 from ostselect.proxy.params import ParamsSpec, apply_lora, select_all, select_regex
 from ostselect.proxy.processors import load_processor
 
@@ -30,14 +31,6 @@ def arch_of_model_type(model_type: str) -> str:
 
     family = family_for_model_type(model_type)
     return family.name if family is not None else model_type
-
-
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    return DTYPES[dtype]
 
 
 def load_proxy(
@@ -57,7 +50,8 @@ def load_proxy(
     adapter is loaded when the selection is LoRA, and merged into the weights otherwise. A folder
     without a model raises `NotAModelFolderError` (a `ValueError`), a missing one
     `FileNotFoundError`. `attn_implementation=None` picks SDPA for float64 (the only kernel that
-    keeps attention in float64) and eager otherwise (vmap-friendly on CPU).
+    keeps attention in float64) and eager otherwise (vmap-friendly on CPU). A bfloat16 or float16
+    proxy keeps its saved AdamW moments in float32, where the scorer steps (`scoring.updates`).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -70,7 +64,7 @@ def load_proxy(
     check_model_folder(folder)
     meta = read_meta(folder)
     config = AutoConfig.from_pretrained(str(path))
-    torch_dtype = _resolve_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype)
     if attn_implementation is None:
         # HF's eager attention takes its softmax in float32 even in a float64 model; SDPA computes
         # in the input dtype, so float64 is float64 end to end (exact vs naive to ~1e-15)
@@ -133,6 +127,7 @@ def _load_optimizer_state(path: Path, device: str, dtype: torch.dtype) -> Optimi
     if not path.is_file():
         return None
     raw = torch.load(path, map_location=device, weights_only=True)
+    dtype = master_dtype(dtype)  # bf16/fp16 proxies: moments stay float32 (see scoring.updates)
     state = OptimizerState(
         step=int(raw["step"]),
         lr=float(raw["lr"]),

@@ -6,6 +6,12 @@ says otherwise) and the warm-up stops after its first `fraction` of samples. The
 `OptimizerState` (moments, step count, and the scheduler's lr for the *next* step) lets the scorer
 take exactly the AdamW step the uninterrupted run would take next. Per-batch loss = unweighted mean
 of per-sample losses, the same convention as the anchor loss.
+
+Low precision (`compute_dtype` bfloat16/float16) is mixed-precision training: the proxy stays in
+float32 (its weights are the master copy, the AdamW moments float32 too) and the forward passes
+run under `torch.autocast` to the low dtype, on CPU or CUDA alike; the saved folder holds float32
+weights, which `ost score --dtype bfloat16` then loads and casts. No loss scaling: a proxy whose
+float16 gradients underflow should warm up in bfloat16 (float32's exponent range).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 import torch
 
 from ostselect.data.sample import Sample
+from ostselect.precision import autocast_to, resolve_dtype
 from ostselect.proxy.api import OptimizerState, ScoringModel
 
 
@@ -35,12 +42,15 @@ class WarmupConfig:
     eps: float = 1e-8
     warmup_ratio: float = 0.03  # linear lr warm-up, as a fraction of the schedule
     schedule_steps: int | None = None  # default: a full run over the pool
+    compute_dtype: str | None = None  # bfloat16/float16: autocast over float32 master weights
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be >= 1")
+        if self.compute_dtype is not None:
+            resolve_dtype(self.compute_dtype)  # refuse an unknown name before any work
 
 
 @dataclass
@@ -120,6 +130,14 @@ def train_steps(
     params = proxy.trainable_parameters()
     if not params:
         raise ValueError("the proxy has no trainable parameters: load it with a --params selection")
+    first = next(iter(params.values()))
+    if first.dtype == torch.float16:
+        # torch's AdamW on float16 tensors flushes g * g to 0 and divides by eps
+        raise ValueError(
+            "cannot warm up float16 weights directly: load the proxy in float32 and set "
+            "compute_dtype='float16' (mixed precision, float32 master weights)"
+        )
+    compute = resolve_dtype(config.compute_dtype) if config.compute_dtype else None
     samples = list(samples)
     steps_per_epoch = math.ceil(len(samples) / config.batch_size)
     if config.schedule_steps:  # an explicit schedule is exact (Protocol B: every row the same)
@@ -151,11 +169,12 @@ def train_steps(
         for batch in _batches(samples, config.batch_size, config.epochs, config.seed):
             if max_steps is not None and result.steps >= max_steps:
                 break
-            prepared = _prepare_usable(proxy, batch, result.skipped)
-            if prepared is None:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss = proxy.per_sample_loss(prepared).mean()
+            with autocast_to(first.device, compute):
+                prepared = _prepare_usable(proxy, batch, result.skipped)
+                if prepared is None:
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                loss = proxy.per_sample_loss(prepared).mean()
             if not torch.isfinite(loss):
                 result.skipped.extend((s.id, "non-finite training loss") for s in batch)
                 continue

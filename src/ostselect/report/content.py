@@ -197,7 +197,7 @@ def gather(
     notes = []
     if not_ok:
         notes.append(f"{not_ok} samples have a scoring status other than 'ok'.")
-    prov = [(str(key), _fmt(val, key)) for key, val in sorted(scores.provenance.items())]
+    prov = [(key, _fmt(val, key)) for key, val in _provenance_rows(scores.provenance)]
     prov.append(("report: pool", str(pool_path) if pool_path is not None else "(in memory)"))
     if pool_fp:
         prov.append(("report: pool fingerprint", pool_fp))
@@ -215,6 +215,13 @@ def gather(
         alerts=[*alerts, *mismatch, *ranking_alerts(u, scores.provenance)],
         hidden_label=hidden_label if hidden_tags else None,
     )
+
+
+def _provenance_rows(provenance: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Shared keys, then the method's `settings` one per row (`settings.keep`), not one blob."""
+    rows = [(str(k), v) for k, v in sorted(provenance.items()) if k != "settings"]
+    settings = provenance.get("settings") or {}
+    return rows + [(f"settings.{k}", v) for k, v in sorted(settings.items())]
 
 
 # What a missing provenance value means, instead of a bare `None` in the report.

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ostselect.data.sample import Sample
+from ostselect.precision import master_dtype
 from ostselect.proxy.api import ScoringModel
 from ostselect.scoring.work import WorkCounter
 
@@ -31,8 +32,9 @@ def _length_hint(sample: Sample) -> int:
     return sum(len(t.content) for t in sample.turns) + 64 * len(sample.images)
 
 
-class AnchorSet:
-    """Anchors prepared in chunks of `batch_size`; optional groups from `extra[group_field]`."""
+class PreparedAnchors:
+    """Anchors prepared on a proxy in chunks of `batch_size`; optional groups from
+    `extra[group_field]`. (The drawn anchor *samples* are `ostselect.proxy.anchors.AnchorSet`.)"""
 
     def __init__(
         self,
@@ -113,27 +115,35 @@ class AnchorSet:
     def gradients(
         self, params: Mapping[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-        """grad L_V and grad of each group's mean loss at `params` (a backward per chunk+group)."""
+        """grad L_V and grad of each group's mean loss at `params` (a backward per chunk+group).
+
+        Summed over chunks in master precision (float32 for a bf16/fp16 proxy), on the
+        parameters' device."""
         leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         names = list(leaves)
-        total = {k: torch.zeros_like(v) for k, v in leaves.items()}
-        per_group = {g: {k: torch.zeros_like(v) for k, v in leaves.items()} for g in self.groups}
+
+        def zeros() -> dict[str, torch.Tensor]:
+            return {k: torch.zeros_like(v, dtype=master_dtype(v.dtype)) for k, v in leaves.items()}
+
+        total = zeros()
+        per_group = {g: zeros() for g in self.groups}
         start = 0
         for chunk in self.chunks:
             with torch.enable_grad():
                 losses = self.proxy.per_sample_loss(chunk, leaves)
             n = losses.shape[0]
-            weights = [(total, torch.full((n,), 1.0 / len(self.samples), dtype=losses.dtype))]
+            like = {"dtype": losses.dtype, "device": losses.device}
+            weights = [(total, torch.full((n,), 1.0 / len(self.samples), **like))]
             chunk_of = {orig: j for j, orig in enumerate(self.order[start : start + n])}
             for g, idx in self.groups.items():
-                w = torch.zeros(n, dtype=losses.dtype)
+                w = torch.zeros(n, **like)
                 members = [chunk_of[i] for i in idx if i in chunk_of]
                 if members:
                     w[members] = 1.0 / len(idx)
                     weights.append((per_group[g], w))
             for j, (acc, w) in enumerate(weights):
                 grads = torch.autograd.grad(
-                    (losses * w.to(losses.device)).sum(),
+                    (losses * w).sum(),
                     [leaves[k] for k in names],
                     retain_graph=j < len(weights) - 1,
                     allow_unused=True,
@@ -145,3 +155,18 @@ class AnchorSet:
             self.counter.forward += n
             self.counter.backward += n
         return total, per_group
+
+
+def __getattr__(name: str) -> Any:
+    """`AnchorSet`, this class's old name, still imports (with a warning): it clashed with the
+    drawn anchor set of `ostselect.proxy.anchors`."""
+    if name == "AnchorSet":
+        import warnings
+
+        warnings.warn(
+            "ostselect.scoring.anchors.AnchorSet is now PreparedAnchors",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return PreparedAnchors
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ import pyarrow as pa
 from ostselect.data import Reject, pool_fingerprint
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
-from ostselect.scores import PROVENANCE_KEY
+from ostselect.scores import attach_provenance, split_settings
 from ostselect.scoring.config import ScoreConfig
 from ostselect.scoring.engine_scorer import (
     SCORE_REJECT_CODES,
@@ -24,7 +23,6 @@ from ostselect.scoring.engine_scorer import (
     outcome_columns,
     phase_of,
     refine_hybrid,
-    status_counts,
 )
 from ostselect.scoring.modes import batches
 
@@ -99,7 +97,8 @@ def score(
     (`ostselect.scoring.engine_scorer.score_pool` for the sharded, resumable, Ray-capable path),
     batch by batch through the engine's fault handling, so both give the same table. The pool is
     streamed in batches of `config.batch_size`; hybrid re-reads it for each exact round.
-    Write the table with `ostselect.scores.write_scores(table, path, read_provenance(table))`.
+    The provenance follows `ostselect.scores.Provenance`; write the table with
+    `ostselect.scores.write_scores(table, path, read_provenance(table))`.
     """
     from ostselect.engine.worker import score_batch_resilient
 
@@ -138,11 +137,9 @@ def score(
         **core.provenance(),
         "pool": str(source.path) if source.path else None,
         "pool_fingerprint": source.fingerprint(),
-        "counts": status_counts(table.column("status").to_pylist()),
-        "work": core.counter.as_dict(),
-        "wall_time_s": round(time.perf_counter() - started, 3),
+        # the whole call, anchor preparation included (`run_baseline` counts the same way)
+        "cost": {**core.counter.as_cost(), "wall_s": round(time.perf_counter() - started, 4)},
     }
     if report is not None:
         provenance["hybrid"] = report.as_dict()
-    meta = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=str).encode()}
-    return table.replace_schema_metadata(meta)
+    return attach_provenance(table, split_settings(provenance))  # counts come from the table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 Mode = Literal["naive", "exact", "first-order", "hybrid"]
 MODES: tuple[str, ...] = ("naive", "exact", "first-order", "hybrid")
@@ -29,14 +29,17 @@ def parse_fraction(value: str | float) -> float:
 
 
 class ScoreConfig(BaseModel):
-    """How to score. `lr` (alias `eta`) defaults to the warm-up state's next lr for AdamW."""
+    """How to score. `eta` (alias `lr`) defaults to the warm-up state's next lr for AdamW."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
     mode: Mode = "exact"
     optimizer: Literal["auto", "sgd", "adamw"] = "auto"
-    lr: float | None = Field(default=None, alias="eta", gt=0, allow_inf_nan=False)
-    dtype: Literal["float32", "bfloat16", "float64"] | None = None
+    # The step size, `eta` everywhere (flag, provenance); `lr` is still accepted as input.
+    eta: float | None = Field(
+        default=None, validation_alias=AliasChoices("eta", "lr"), gt=0, allow_inf_nan=False
+    )
+    dtype: Literal["float32", "bfloat16", "float16", "float64"] | None = None
     device: str = "auto"
     batch_size: int = Field(default=8, ge=1)
     anchor_batch_size: int = Field(default=32, ge=1)
@@ -45,6 +48,11 @@ class ScoreConfig(BaseModel):
     group_field: str | None = None
     calibration_size: int = Field(default=64, ge=2)
     band_safety: float = Field(default=2.0, ge=1.0)
+
+    @property
+    def lr(self) -> float | None:
+        """The step size under its old name (code written before `eta` was the one name)."""
+        return self.eta
 
     @field_validator("cutoff", mode="before")
     @classmethod

@@ -31,11 +31,12 @@ import torch
 
 from ostselect.data.rejects import SCORE_NONFINITE, SCORE_OOM, SCORE_PREPARE_FAILED, Reject
 from ostselect.data.sample import Sample
+from ostselect.precision import DTYPES, peak_memory
 from ostselect.proxy.api import ScoringModel
-from ostselect.scores import Status, build_scores_table, group_column
-from ostselect.scoring.anchors import AnchorSet
+from ostselect.scores import Status, build_scores_table, group_column, split_settings
+from ostselect.scoring.anchors import PreparedAnchors
 from ostselect.scoring.config import ScoreConfig
-from ostselect.scoring.modes import HybridReport, Outcome, Scorer, hybrid_refine
+from ostselect.scoring.modes import HybridReport, OneStepUtility, Outcome, hybrid_refine
 from ostselect.scoring.updates import UpdateRule, make_update_rule
 from ostselect.scoring.work import WorkCounter
 
@@ -49,8 +50,6 @@ SCORE_REJECT_CODES = {
     Status.NONFINITE: SCORE_NONFINITE,
     Status.OOM: SCORE_OOM,
 }
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def phase_of(mode: str) -> str:
@@ -87,8 +86,8 @@ class ScoringCore:
     proxy: ScoringModel
     config: ScoreConfig
     rule: UpdateRule
-    anchors: AnchorSet
-    scorer: Scorer
+    anchors: PreparedAnchors
+    utility: OneStepUtility
     counter: WorkCounter
     dtype: torch.dtype
     _fingerprint: str | None = field(default=None, init=False)
@@ -100,8 +99,11 @@ class ScoringCore:
             raise ValueError(
                 "the proxy has no trainable parameters: load it with a --params selection"
             )
-        dtype = next(iter(theta.values())).dtype
-        if config.dtype is not None and _DTYPES[config.dtype] != dtype:
+        # the model's dtype (a proxy may keep its trainable tensors in another, e.g. float32 LoRA)
+        dtype = getattr(proxy, "dtype", None)
+        if not isinstance(dtype, torch.dtype):
+            dtype = next(iter(theta.values())).dtype
+        if config.dtype is not None and DTYPES[config.dtype] != dtype:
             raise ValueError(
                 f"config.dtype={config.dtype} but the proxy's parameters are {dtype}; "
                 f"load the proxy with dtype={config.dtype}"
@@ -110,15 +112,15 @@ class ScoringCore:
         rule = make_update_rule(config.optimizer, theta, proxy.optimizer_state(), config.lr)
         counter = WorkCounter()
         with eval_mode(proxy):
-            anchor_set = AnchorSet(
+            anchor_set = PreparedAnchors(
                 proxy,
                 anchors,
                 batch_size=config.anchor_batch_size,
                 group_field=config.group_field,
                 counter=counter,
             )
-        scorer = Scorer(proxy, rule, anchor_set, config.batch_size, counter)
-        return cls(proxy, config, rule, anchor_set, scorer, counter, dtype)
+        utility = OneStepUtility(proxy, rule, anchor_set, config.batch_size, counter)
+        return cls(proxy, config, rule, anchor_set, utility, counter, dtype)
 
     @property
     def groups(self) -> list[str]:
@@ -130,29 +132,36 @@ class ScoringCore:
         return self._fingerprint
 
     def provenance(self) -> dict[str, Any]:
-        """How the rows are made; the same for every batch (no counters), so shards agree."""
+        """How the rows are made; the same for every batch (no counters), so shards agree.
+
+        In the `scores.Provenance` schema: each fact once. The step size is `eta` (resolved: an
+        AdamW run without one takes the warm-up state's next lr), so neither the rule's `lr` nor
+        the config's possibly-null one is repeated; the config keeps only what is not on top.
+        """
         config = self.config
         theta = self.proxy.trainable_parameters()
-        return {
-            "scorer": "ost",
-            "proxy": getattr(self.proxy, "name", None),
-            "proxy_fingerprint": self.proxy_fingerprint(),
-            "params": _describe_params(getattr(self.proxy, "params_spec", None)),
-            "proxy_warmup": _warmup_summary(self.proxy),
-            "anchor_hash": self.anchors.hash,
-            "anchors": len(self.anchors),
-            "anchor_groups": {g: len(ix) for g, ix in self.anchors.groups.items()},
-            "mode": config.mode,
-            "eta": self.rule.lr,
-            **self.rule.hyperparameters(),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "device": str(next(iter(theta.values())).device),
-            "seed": config.seed,
-            "cutoff": config.cutoff,
-            "batch_size": config.batch_size,
-            "anchor_batch_size": config.anchor_batch_size,
-            "config": config.model_dump(),
-        }
+        rule = {k: v for k, v in self.rule.hyperparameters().items() if k != "lr"}
+        on_top = {"eta", "lr", "seed", "mode", "optimizer", "dtype", "device"}
+        return split_settings(
+            {
+                "scorer": "ost",
+                "proxy": getattr(self.proxy, "name", None),
+                "proxy_fingerprint": self.proxy_fingerprint(),
+                "params": _describe_params(getattr(self.proxy, "params_spec", None)),
+                "proxy_warmup": _warmup_summary(self.proxy),
+                "anchor_hash": self.anchors.hash,
+                "anchors": len(self.anchors),
+                "anchor_groups": {g: len(ix) for g, ix in self.anchors.groups.items()},
+                "mode": config.mode,
+                "eta": self.rule.lr,
+                **rule,
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(next(iter(theta.values())).device),
+                "memory": peak_memory(next(iter(theta.values())).device),  # peak so far
+                "seed": config.seed,
+                "config": config.model_dump(exclude=on_top),
+            }
+        )
 
 
 def _describe_params(spec: Any) -> str | None:
@@ -212,9 +221,9 @@ class OSTScorer:
     def score_samples(self, samples: Sequence[Sample]) -> dict[str, list[Any]]:
         todo = [s for s in samples if self._wanted(s)]
         method = {
-            "naive": self.core.scorer.naive,
-            "exact": self.core.scorer.exact,
-            "first-order": self.core.scorer.first_order,
+            "naive": self.core.utility.naive,
+            "exact": self.core.utility.exact,
+            "first-order": self.core.utility.first_order,
         }[self.phase]
         started = time.perf_counter()
         with eval_mode(self.core.proxy):
@@ -224,7 +233,7 @@ class OSTScorer:
         return outcome_columns(samples, outcomes, self.core.groups, self.phase)
 
     def provenance(self) -> dict[str, Any]:
-        return {**self.core.provenance(), "phase": self.phase}
+        return split_settings({**self.core.provenance(), "phase": self.phase})
 
 
 # -- rows <-> outcomes -------------------------------------------------------------------------
@@ -362,17 +371,6 @@ def finish_table(columns: Mapping[str, Sequence[Any]], mode: str) -> tuple[pa.Ta
             Reject(str(columns["id"][i]), where["file"], where["line"], f"scoring: {reason}", code)
         )
     return table, rejects
-
-
-_FAILURES = (Status.NONFINITE, Status.ERROR, Status.OOM)
-
-
-def status_counts(status: Sequence[str]) -> dict[str, int]:
-    return {
-        "scored": len(status),
-        "ok": sum(s == "ok" for s in status),
-        **{s.value: sum(x == s for x in status) for s in _FAILURES},
-    }
 
 
 def _reject_info(columns: Mapping[str, Sequence[Any]]) -> list[str | None]:
@@ -571,6 +569,7 @@ def score_pool(
     from ostselect.data import REJECTS_FILENAME, RejectsWriter
     from ostselect.engine import run_scoring
     from ostselect.engine.pool import ids_digest
+    from ostselect.scores import read_provenance, write_scores
 
     started = time.perf_counter()
     out_path = Path(out_path)
@@ -588,13 +587,15 @@ def score_pool(
             return shared(phase, only_ids)
         return factory.with_phase(phase, only_ids)
 
+    cost: dict[str, float] = {}  # every pass's cost, summed (hybrid pays for its exact rounds)
+
     def engine(label: str, phase_factory: Any, out: Path, fp: Mapping[str, Any]) -> pa.Table:
         def tick(n: int, resumed: bool) -> None:
             if progress is not None:
                 progress(label, n, resumed)
 
         tick(0, False)  # the pass begins (model loading counts in its elapsed time)
-        return run_scoring(
+        table = run_scoring(
             pool_path,
             phase_factory,
             out,
@@ -610,6 +611,9 @@ def score_pool(
             progress=False,
             on_progress=tick,
         )
+        for key, value in (read_provenance(_schema(out)).get("cost") or {}).items():
+            cost[key] = cost.get(key, 0) + value
+        return table
 
     try:
         if config.mode != "hybrid":
@@ -642,16 +646,20 @@ def score_pool(
 
             ray.shutdown()
 
-    from ostselect.scores import read_provenance, write_scores
-
     provenance = read_provenance(_schema(first_out))
     final, rejects = finish_table(columns, config.mode)
     provenance["mode"] = config.mode
-    counts = status_counts(final.column("status").to_pylist())
-    provenance["counts"] = {**provenance.get("counts", {}), **counts}
+    # write_scores counts the final rows' statuses; the samples no row stands for are kept
+    counts = provenance.get("counts") or {}
+    provenance["counts"] = {k: v for k, v in counts.items() if k.startswith("rejected_")}
+    (provenance.get("settings") or {}).pop("phase", None)  # the mode says it; hybrid has two
+    provenance["cost"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in cost.items()}
     provenance["pool"] = str(pool_path)
     provenance["pool_fingerprint"] = fingerprint["pool"]
-    provenance["wall_time_s"] = round(time.perf_counter() - started, 3)
+    provenance["engine"] = {
+        **(provenance.get("engine") or {}),
+        "wall_s": round(time.perf_counter() - started, 3),  # every pass, end to end
+    }
     if report is not None:
         provenance["hybrid"] = report.as_dict()
     write_scores(final, out_path, provenance)

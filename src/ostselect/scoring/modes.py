@@ -19,13 +19,14 @@ import copy
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
-from ostselect.scoring.anchors import AnchorSet
+from ostselect.scoring.anchors import PreparedAnchors
 from ostselect.scoring.candidates import (
     ERROR,
     NONFINITE,
@@ -78,12 +79,16 @@ def _failed(c: CandidateGradient, status: str | None = None, reason: str | None 
 
 
 @dataclass
-class Scorer:
-    """Shared state of one run: proxy, theta (detached views, never written), rule, anchors."""
+class OneStepUtility:
+    """The OST math of one run, per mode: naive, exact and first-order utilities of candidates.
+
+    Holds the shared state: proxy, theta (detached views, never written), rule, anchors. Not a
+    scorer in the engine's sense: `engine_scorer.OSTScorer` wraps it as a `SampleScorer`.
+    """
 
     proxy: ScoringModel
     rule: UpdateRule
-    anchors: AnchorSet
+    anchors: PreparedAnchors
     batch_size: int
     counter: WorkCounter
     theta: dict[str, torch.Tensor] = field(init=False)
@@ -342,3 +347,16 @@ def hybrid_refine(
         apply(near)
     rescored = sum(1 for o in outcomes if o.exact)
     return HybridReport(len(calibration), rho, cal_error, coef[0], coef[1], rescored, rounds)
+
+
+def __getattr__(name: str) -> Any:
+    """`Scorer`, `OneStepUtility`'s old name, still imports (with a warning): "scorer" now means
+    only the engine's `SampleScorer` (OST's `OSTScorer`, every baseline)."""
+    if name == "Scorer":
+        import warnings
+
+        warnings.warn(
+            "ostselect.scoring.modes.Scorer is now OneStepUtility", DeprecationWarning, stacklevel=2
+        )
+        return OneStepUtility
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

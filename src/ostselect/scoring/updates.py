@@ -5,6 +5,13 @@ works under `torch.func` / `vmap` and broadcasts over a leading candidate dimens
 gradients. The arithmetic mirrors `torch.optim`'s single-tensor kernels op for op, so the
 simulated step equals the step a real `torch.optim.SGD` / `torch.optim.AdamW` would take
 (bit-for-bit on CPU in float64).
+
+Low-precision parameters (bfloat16, float16) are stepped in float32 master precision, as
+mixed-precision training does: gradients and parameters are upcast, the moments are kept in float32
+(float16 would flush g * g to 0 and blow the step up to m / eps), and `apply` rounds theta' back
+to the parameter's dtype once, at the end, because the anchors are evaluated in the model's dtype.
+`displacement` stays in float32: first-order only takes dot products with it. float32 and float64
+parameters are their own master precision, so their arithmetic is unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from ostselect.precision import master_dtype, to_master
 
 if TYPE_CHECKING:
     from ostselect.proxy.api import OptimizerState
@@ -39,11 +48,14 @@ class SGD:
 
     def apply(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
         """theta' for the given gradient (grads may carry a leading candidate dimension)."""
-        return {k: torch.add(p, grads[k], alpha=-self.lr) for k, p in params.items()}
+        return {
+            k: torch.add(to_master(p), to_master(grads[k]), alpha=-self.lr).to(p.dtype)
+            for k, p in params.items()
+        }
 
     def displacement(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
         """theta - theta', computed directly (not as a difference) to keep first-order precise."""
-        return {k: grads[k] * self.lr for k in params}
+        return {k: to_master(grads[k]) * self.lr for k in params}
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"optimizer": "sgd", "lr": self.lr}
@@ -111,8 +123,8 @@ class AdamW:
             eps=state.eps,
             weight_decay=state.weight_decay,
             step=int(state.step),
-            exp_avg={k: state.exp_avg[k].to(p) for k, p in params.items()},
-            exp_avg_sq={k: state.exp_avg_sq[k].to(p) for k, p in params.items()},
+            exp_avg={k: _master_like(state.exp_avg[k], p) for k, p in params.items()},
+            exp_avg_sq={k: _master_like(state.exp_avg_sq[k], p) for k, p in params.items()},
         )
 
     def _coefficients(self) -> tuple[float, float]:
@@ -123,11 +135,12 @@ class AdamW:
         return step_size, bias_correction2_sqrt
 
     def _moments(self, name: str, p: torch.Tensor, g: torch.Tensor):
+        """(m, v) after this step, in master precision (`p`, `g` already upcast)."""
         beta1, beta2 = self.betas
         m0 = self.exp_avg.get(name)
         v0 = self.exp_avg_sq.get(name)
-        m0 = torch.zeros_like(p) if m0 is None else m0
-        v0 = torch.zeros_like(p) if v0 is None else v0
+        m0 = torch.zeros_like(p) if m0 is None else m0.to(p.dtype)
+        v0 = torch.zeros_like(p) if v0 is None else v0.to(p.dtype)
         m = torch.lerp(m0, g, 1 - beta1)
         v = torch.addcmul(v0 * beta2, g, g, value=1 - beta2)
         return m, v
@@ -135,18 +148,20 @@ class AdamW:
     def apply(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
         step_size, bc2_sqrt = self._coefficients()
         out = {}
-        for k, p in params.items():
-            m, v = self._moments(k, p, grads[k])
+        for k, p_model in params.items():
+            p = to_master(p_model)
+            m, v = self._moments(k, p, to_master(grads[k]))
             decayed = p * (1 - self.lr * self.weight_decay) if self.weight_decay != 0 else p
             denom = (torch.sqrt(v) / bc2_sqrt) + self.eps
-            out[k] = torch.addcdiv(decayed, m, denom, value=-step_size)
+            out[k] = torch.addcdiv(decayed, m, denom, value=-step_size).to(p_model.dtype)
         return out
 
     def displacement(self, params: Tensors, grads: Tensors) -> dict[str, torch.Tensor]:
         step_size, bc2_sqrt = self._coefficients()
         out = {}
-        for k, p in params.items():
-            m, v = self._moments(k, p, grads[k])
+        for k, p_model in params.items():
+            p = to_master(p_model)
+            m, v = self._moments(k, p, to_master(grads[k]))
             denom = (torch.sqrt(v) / bc2_sqrt) + self.eps
             d = m / denom * step_size
             out[k] = d + p * (self.lr * self.weight_decay) if self.weight_decay != 0 else d
@@ -164,7 +179,11 @@ class AdamW:
         }
 
     def torch_optimizer(self, params: Tensors) -> torch.optim.Optimizer:
-        """A real `torch.optim.AdamW` over live parameters, loaded with (copies of) this state."""
+        """A real `torch.optim.AdamW` over live parameters, loaded with (copies of) this state.
+
+        The state is cast to each parameter's dtype, as torch's optimizer keeps it: for a
+        bfloat16/float16 proxy the naive loop is the literal low-precision loop (no master
+        weights), which is why exact, not naive, is the reference there."""
         opt = torch.optim.AdamW(
             list(params.values()),
             lr=self.lr,
@@ -179,13 +198,18 @@ class AdamW:
             for k, p in params.items():
                 opt.state[p] = {
                     "step": torch.tensor(float(self.step), dtype=scalar_dtype),
-                    "exp_avg": self.exp_avg[k].detach().clone(),
-                    "exp_avg_sq": self.exp_avg_sq[k].detach().clone(),
+                    "exp_avg": self.exp_avg[k].detach().clone().to(p),
+                    "exp_avg_sq": self.exp_avg_sq[k].detach().clone().to(p),
                 }
         return opt
 
 
 UpdateRule = SGD | AdamW
+
+
+def _master_like(moment: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A saved optimizer moment on `p`'s device, in `p`'s master precision."""
+    return moment.to(device=p.device, dtype=master_dtype(p.dtype))
 
 
 def make_update_rule(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass
@@ -10,5 +10,6 @@ class WorkCounter:
     forward: int = 0  # samples run forward (anchors count once per evaluation)
     backward: int = 0  # samples back-propagated
 
-    def as_dict(self) -> dict[str, int]:
-        return {f"{k}_samples": v for k, v in asdict(self).items()}
+    def as_cost(self) -> dict[str, int]:
+        """The counts under `scores.Cost`'s names, shared with every baseline."""
+        return {"forward_passes": self.forward, "backward_passes": self.backward}
