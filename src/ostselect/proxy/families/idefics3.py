@@ -40,10 +40,14 @@ def siglip_like_vision(v: dict[str, int]) -> dict[str, Any]:
     )
 
 
-def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
-    from transformers import Idefics3Config, LlamaConfig
+def idefics3_like_config(
+    config_class: Any, t: dict[str, int], v: dict[str, int], ids: dict[str, int]
+) -> Any:
+    """A tiny config of the Idefics3 layout (SigLIP tower, 2x2 pixel shuffle, Llama decoder);
+    SmolVLM shares it with its own config class."""
+    from transformers import LlamaConfig
 
-    return Idefics3Config(
+    return config_class(
         vision_config=siglip_like_vision(v),
         text_config=LlamaConfig(**text_config(t, ids)),
         image_token_id=ids["image"],
@@ -53,25 +57,45 @@ def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
     )
 
 
-def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
-    from transformers.models.idefics3.image_processing_pil_idefics3 import (
-        Idefics3ImageProcessorPil,
-    )
-
+def idefics3_like_processor(
+    image_processor_class: Any,
+    processor_class: str,
+    video_processor_class: str | None,
+    tokenizer: Any,
+    chat_template: str,
+) -> Any:
+    """The stock processor of an Idefics3-layout family: one unsplit image of IMAGE_PX, whose
+    2x2-merged patches give `image_seq_len` image tokens."""
     from ostselect.proxy.processors import build_processor
 
-    image_processor = Idefics3ImageProcessorPil(
+    image_processor = image_processor_class(
         do_image_splitting=False,
         size={"longest_edge": IMAGE_PX},
         max_image_size={"longest_edge": IMAGE_PX},
     )
     return build_processor(
-        "Idefics3Processor",
-        None,
+        processor_class,
+        video_processor_class,
         image_processor=image_processor,
         tokenizer=tokenizer,
         image_seq_len=(IMAGE_PX // PATCH) ** 2 // 4,  # scale_factor 2 merges 2x2 patches
         chat_template=chat_template,
+    )
+
+
+def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
+    from transformers import Idefics3Config
+
+    return idefics3_like_config(Idefics3Config, t, v, ids)
+
+
+def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    return idefics3_like_processor(
+        Idefics3ImageProcessorPil, "Idefics3Processor", None, tokenizer, chat_template
     )
 
 

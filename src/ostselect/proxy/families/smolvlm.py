@@ -6,26 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ostselect.proxy.arches import IMAGE_PX, PATCH, text_config
 from ostselect.proxy.families.idefics3 import (
     IDEFICS3_SPECIALS,
     IDEFICS3_TEMPLATE,
-    siglip_like_vision,
+    idefics3_like_config,
+    idefics3_like_processor,
 )
 from ostselect.proxy.families.registry import Family, TinySpec, register_family
 
 
 def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
-    from transformers import LlamaConfig, SmolVLMConfig
+    from transformers import SmolVLMConfig
 
-    return SmolVLMConfig(
-        vision_config=siglip_like_vision(v),
-        text_config=LlamaConfig(**text_config(t, ids)),
-        image_token_id=ids["image"],
-        scale_factor=2,
-        pad_token_id=ids["pad"],
-        tie_word_embeddings=False,
-    )
+    return idefics3_like_config(SmolVLMConfig, t, v, ids)
 
 
 def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
@@ -33,20 +26,12 @@ def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> 
         SmolVLMImageProcessorPil,
     )
 
-    from ostselect.proxy.processors import build_processor
-
-    image_processor = SmolVLMImageProcessorPil(
-        do_image_splitting=False,
-        size={"longest_edge": IMAGE_PX},
-        max_image_size={"longest_edge": IMAGE_PX},
-    )
-    return build_processor(
+    return idefics3_like_processor(
+        SmolVLMImageProcessorPil,
         "SmolVLMProcessor",
         "SmolVLMVideoProcessor",
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        image_seq_len=(IMAGE_PX // PATCH) ** 2 // 4,  # scale_factor 2 merges 2x2 patches
-        chat_template=chat_template,
+        tokenizer,
+        chat_template,
     )
 
 
