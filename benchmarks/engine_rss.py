@@ -4,7 +4,7 @@ Each size runs in its own subprocess (peak RSS is per process), with two scorers
 - `cheap`: a deterministic hash, so the engine's own memory is what is measured (reading, sharding,
   the shard store, the final merge);
 - `ost`: the real OST scorer (first-order, a tiny random Qwen2-VL proxy, 4 anchors) via
-  `ostselect.scoring.engine_scorer.score_pool`, i.e. what `ost score` runs.
+  `ostselect.scoring.driver.score_pool`, i.e. what `ost score` runs.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/engine_rss.py [--scorers cheap ost]
         [--sizes 2000 20000] [--shard-size 256]
@@ -92,7 +92,7 @@ def run_cheap(n: int, shard_size: int, folder: Path):
 def run_ost(n: int, shard_size: int, folder: Path):
     from ostselect.proxy import build_tiny_proxy
     from ostselect.scoring import ScoreConfig
-    from ostselect.scoring.engine_scorer import OSTScorerFactory, score_pool
+    from ostselect.scoring.driver import OSTScorerFactory, score_pool
 
     proxy = build_tiny_proxy(folder / "proxy", arch="qwen2-vl", size="tiny", seed=0)
     pool, anchors = folder / "pool.jsonl", folder / "anchors.jsonl"

@@ -28,7 +28,7 @@ from ostselect.proxy import build_tiny_proxy, load_proxy
 from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scores import read_provenance
 from ostselect.scoring import ScoreConfig, score
-from ostselect.scoring.modes import spearman
+from ostselect.scoring.hybrid import spearman
 
 sys.path.insert(0, str(Path(__file__).parent))
 from score_speed import make_samples

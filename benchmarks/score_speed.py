@@ -11,7 +11,12 @@ realistic proportions between vision tower, lower and upper layers, and LM head.
 1. exact vs naive (100 anchors), params `all` and LoRA on the top half of the layers, per
    candidate (the exact scorer's one-time anchor preparation is printed apart);
 2. hybrid vs exact on a larger pool, and whether the top-cutoff set and toxic flags are identical;
-3. first-order vs one training epoch (AdamW, same samples, batch 8).
+3. first-order vs one training epoch (AdamW, same samples, batch 8);
+4. with `--candidate-batch K` (and only then; sections 1-3 are skipped): exact with K candidates
+   evaluated against the anchors per batched pass vs one at a time, params `all` and LoRA on the
+   top half, on `--device` (the GPU figure to quote; on CPU it is slower):
+
+    .venv/bin/python benchmarks/score_speed.py --candidate-batch 8 --device cuda
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 from ostselect.data.sample import Sample
+from ostselect.precision import peak_memory
 from ostselect.proxy import build_tiny_proxy, load_proxy
 from ostselect.proxy.toy import word_samples
 from ostselect.proxy.warmup import WarmupConfig, train_steps
@@ -80,6 +86,17 @@ def main(argv: list[str] | None = None) -> None:
         "--proxy", type=Path, default=None, help="score this proxy folder (built if missing)"
     )
     ap.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (every section's proxy)"
+    )
+    ap.add_argument(
+        "--candidate-batch",
+        type=int,
+        default=None,
+        metavar="K",
+        help="run only section 4: exact with K candidates per batched anchor pass vs 1",
+    )
+    ap.add_argument("--cb-n", type=int, default=48, help="candidates for section 4")
+    ap.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -87,9 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     model = f"llava/{args.size} vision + LM {args.lm}" if args.lm else f"{args.arch}/{args.size}"
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {model}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, {model}, "
         f"{args.dtype}, {args.anchors} anchors, SGD eta={args.eta}"
     )
     folder = args.proxy or Path(tempfile.mkdtemp()) / "proxy"
@@ -100,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"proxy built in {t_build:.1f} s: {folder}")
     anchors = make_samples(args.anchors, "a", 1)
     cfg = dict(optimizer="sgd", eta=args.eta, batch_size=8, anchor_batch_size=50)
+    if args.candidate_batch is not None:
+        candidate_batching(folder, anchors, args)
+        return
 
     print("\n[1] exact vs naive")
     for label, kw in (
@@ -110,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             ("lora top-half", {"params": "lora", "lora_layers": "top-half"}),
         )
     ):
-        proxy = load_proxy(folder, dtype=args.dtype, **kw)
+        proxy = load_proxy(folder, dtype=args.dtype, device=args.device, **kw)
         cands = make_samples(args.naive_n, "n", 2)
         theta = proxy.trainable_parameters()
         rule = make_update_rule("sgd", theta, None, args.eta)
@@ -132,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.skip_hybrid and args.skip_epoch:
         return
-    proxy = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")
+    proxy = load_proxy(
+        folder, dtype=args.dtype, device=args.device, params="lora", lora_layers="top-half"
+    )
     pool = make_samples(args.pool_n, "p", 3)
     fo, t_fo = timed(lambda: score(pool, anchors, proxy, ScoreConfig(mode="first-order", **cfg)))
     if not args.skip_hybrid:
@@ -166,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.skip_epoch:
         return
     print("\n[3] first-order vs one training epoch over the same samples (lora top-half)")
-    trainee = load_proxy(folder, dtype=args.dtype, params="lora", lora_layers="top-half")
+    trainee = load_proxy(
+        folder, dtype=args.dtype, device=args.device, params="lora", lora_layers="top-half"
+    )
     _, t_epoch = timed(lambda: train_steps(trainee, pool, WarmupConfig(lr=1e-4, batch_size=8)))
     # first-order's fixed cost, whatever the pool size: prepare the anchors, one anchor gradient
     theta = {k: v.detach() for k, v in proxy.trainable_parameters().items()}
@@ -181,6 +208,51 @@ def main(argv: list[str] | None = None) -> None:
         f"  of which fixed (anchors prepared + their gradient, any pool size) {t_fixed:.1f} s; "
         f"per candidate: first-order / epoch {(t_fo - t_fixed) / t_epoch:5.2f}x"
     )
+
+
+def candidate_batching(folder: Path, anchors: list[Sample], args: argparse.Namespace) -> None:
+    """Section 4: exact with K candidates per batched anchor pass vs one at a time, same run.
+
+    Candidate batches hold max(8, K) samples, so a pass can hold K candidates; both runs time the
+    whole exact loop (candidate gradients included) after a warm-up batch."""
+    k = args.candidate_batch
+    if k < 1:
+        raise SystemExit("--candidate-batch must be >= 1")
+    batch = max(8, k)
+    cuda = args.device.startswith("cuda")
+    print(
+        f"\n[4] exact, --candidate-batch {k} vs 1 ({args.cb_n} candidates, batch {batch}, "
+        f"{args.device})"
+    )
+    cands = make_samples(args.cb_n, "c", 4)
+    for label, kw in (
+        ("all", {"params": "all"}),
+        ("lora top-half", {"params": "lora", "lora_layers": "top-half"}),
+    ):
+        proxy = load_proxy(folder, dtype=args.dtype, device=args.device, **kw)
+        theta = proxy.trainable_parameters()
+        rule = make_update_rule("sgd", theta, None, args.eta)
+        anchor_set = PreparedAnchors(proxy, anchors, batch_size=50)
+        rates, utilities, peaks = {}, {}, {}
+        for kk in (1, k):
+            scorer = OneStepUtility(
+                proxy, rule, anchor_set, batch, WorkCounter(), candidate_batch=kk
+            )
+            list(scorer.exact(cands[:batch]))  # warm-up: kernels, caches, allocator
+            if cuda:
+                torch.cuda.synchronize(args.device)
+                torch.cuda.reset_peak_memory_stats(args.device)
+            out, t = timed(lambda s=scorer: list(s.exact(cands)))  # float() syncs every row
+            rates[kk] = args.cb_n / t
+            utilities[kk] = np.array([o.utility for o in out])
+            peaks[kk] = peak_memory(args.device)["peak_bytes"] / 2**20
+        diff = np.abs(utilities[k] - utilities[1])
+        memory = f" | peak MiB K=1 {peaks[1]:.0f}, K={k} {peaks[k]:.0f}" if cuda else ""
+        print(
+            f"  params {label:14s} K=1 {rates[1]:7.3g} samples/s | K={k} {rates[k]:7.3g} "
+            f"samples/s | K={k}/K=1 {rates[k] / rates[1]:5.2f}x | max |diff| {diff.max():.2e} "
+            f"(max |u| {np.abs(utilities[1]).max():.2e}){memory}"
+        )
 
 
 if __name__ == "__main__":

@@ -266,7 +266,7 @@ def test_ost_and_baseline_tables_share_status_values_and_cost_names(tmp_path: Pa
     from ostselect.baselines.factory import BaselineFactory, score_baseline_pool
     from ostselect.proxy import build_tiny_proxy
     from ostselect.scoring import ScoreConfig
-    from ostselect.scoring.engine_scorer import OSTScorerFactory, score_pool
+    from ostselect.scoring.driver import OSTScorerFactory, score_pool
 
     proxy = build_tiny_proxy(tmp_path / "proxy", arch="qwen2-vl")
     pool = write_pool(tmp_path / "pool.jsonl", 5)

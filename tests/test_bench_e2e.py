@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -90,20 +91,45 @@ def test_configs_serialise_and_override():
         OSTVariant("x", proxy="bigger")
 
 
-def test_scores_cache_key_depends_on_eta_and_scoring_model(tmp_path):
+def test_benchmark_scores_are_cached_under_the_engines_fingerprint(tmp_path):
+    """The benchmark reuses a scores file only when the engine's fingerprint is equal: the proxy
+    folder's content (not its path), anchors, pool, mode and settings."""
+    import shutil
+    from types import SimpleNamespace
+
     from ostselect.bench.protocol import BenchmarkRun, variant_method, variant_scorer
+    from ostselect.data import write_samples
+    from ostselect.proxy import build_tiny_proxy
+    from ostselect.proxy.toy import word_samples
 
     config = mini_config()
-    run = BenchmarkRun(config, tmp_path)
-    ckpt = tmp_path / "models" / "proxy-warm25%"
-    main = run.scores_key("ost-exact", ckpt)
-    assert main == run.scores_key("ost-exact", ckpt, eta=config.eta)
-    assert main != run.scores_key("ost-exact", ckpt, eta=0.02)
-    assert run.scores_key("x", ckpt, eta=0.02) != run.scores_key("x", ckpt, eta=0.05)
-    other = tmp_path / "models" / "target-as-proxy-warm25%"
-    assert run.scores_key("x", ckpt) != run.scores_key("x", other)
-    assert run.scores_key("x", ckpt)["proxy"]["role"] == "proxy"
-    assert run.scores_key("x", ckpt, role="target")["proxy"]["role"] == "target"
+    run = BenchmarkRun(config, tmp_path / "run", log=(logged := []).append)
+    ckpt = build_tiny_proxy(tmp_path / "proxy", arch="qwen2-vl", seed=0)
+    twin = Path(shutil.copytree(ckpt, tmp_path / "elsewhere" / "proxy"))
+    other = build_tiny_proxy(tmp_path / "other", arch="qwen2-vl", seed=1)
+    pool = tmp_path / "pool.jsonl"
+    write_samples(list(word_samples(6, "p", 1)), pool)
+    write_samples(list(word_samples(3, "a", 2)), run.anchors_path)
+    run.paths = SimpleNamespace(pool=pool)
+
+    def fp(folder, **kw):
+        return run.ost_factory(folder, "exact", **kw).fingerprint(pool)
+
+    assert fp(ckpt) == fp(ckpt, eta=config.eta) == fp(twin)  # content, not the folder's path
+    assert fp(ckpt) != fp(other)
+    assert fp(ckpt) != fp(ckpt, eta=config.eta * 2)
+    assert fp(ckpt, optimizer="adamw") != fp(ckpt)
+    assert fp(ckpt, optimizer=config.optimizer) == fp(ckpt)
+
+    path, _, first = run._score_ost(ckpt, "first-order", "x")
+    assert not any("reusing" in m for m in logged)
+    _, _, again = run._score_ost(twin, "first-order", "x")  # same content: reused
+    assert any("reusing" in m for m in logged) and again.equals(first)
+    logged.clear()
+    _, _, changed = run._score_ost(ckpt, "first-order", "x", eta=config.eta * 2)
+    assert not any("reusing" in m for m in logged)  # a changed setting is scored again
+    assert changed.column("utility").to_pylist() != first.column("utility").to_pylist()
+    assert not Path(str(path) + ".shards").exists()  # the shards only served a resume
 
     assert variant_scorer(OSTVariant("b", balance_by="category"), config) == "ost-exact"
     assert variant_method(OSTVariant("b", balance_by="category"), config) != "ost-exact"
@@ -112,8 +138,6 @@ def test_scores_cache_key_depends_on_eta_and_scoring_model(tmp_path):
     # the paper's step: AdamW from the warm-up state, at its next lr (eta None) unless given
     adamw = OSTVariant("a", optimizer="adamw")
     assert variant_scorer(adamw, config) == "ost-exact-adamw"
-    assert run.scores_key("x", ckpt, optimizer="adamw") != run.scores_key("x", ckpt)
-    assert run.scores_key("x", ckpt, optimizer=config.optimizer) == run.scores_key("x", ckpt)
     # group-z ranks the same scores differently: same scorer, its own method (own training key)
     z = OSTVariant("z", normalize="group-z")
     assert variant_scorer(z, config) == "ost-exact"

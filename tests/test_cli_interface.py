@@ -188,7 +188,7 @@ def test_scores_that_are_not_parquet_are_named_by_flag(tmp_path, tiny):
 def test_provenance_shows_params_and_missing_values_in_words():
     from ostselect.proxy.params import ParamsSpec
     from ostselect.report.content import _fmt
-    from ostselect.scoring.engine_scorer import _describe_params
+    from ostselect.scoring.ost_scorer import _describe_params
 
     assert _describe_params(ParamsSpec()) == "all"
     assert _describe_params(ParamsSpec(params="lora", lora_layers="top-half")).startswith(
@@ -244,7 +244,7 @@ def test_baseline_summary_counts_rejects(tmp_path, tiny):
 
 
 def test_score_summary_counts_rejects(tmp_path, tiny, monkeypatch):
-    import ostselect.scoring.engine_scorer as engine_scorer
+    import ostselect.scoring.driver as driver
 
     def fake_score_pool(pool, factory, out, **_):
         table = build_scores_table([f"p{i}" for i in range(4)], [0.1, 0.2, -0.1, 0.3], "exact")
@@ -252,7 +252,7 @@ def test_score_summary_counts_rejects(tmp_path, tiny, monkeypatch):
         write_scores(table, out, prov)
         (Path(out).parent / "rejects.jsonl").write_text('{"id": null}\n{"id": "gone"}\n')
 
-    monkeypatch.setattr(engine_scorer, "score_pool", fake_score_pool)
+    monkeypatch.setattr(driver, "score_pool", fake_score_pool)
     out = tmp_path / "scores.parquet"
     args = ["score", "--proxy", str(tiny["proxy"]), "--pool", str(tiny["pool"])]
     res = runner.invoke(app, [*args, "--anchors", str(tiny["anchors"]), "--out", str(out)])

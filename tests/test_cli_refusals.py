@@ -156,14 +156,14 @@ def test_warmup_reads_images_elsewhere_and_a_json_array(tmp_path, tiny):
 
 def test_score_summary_flags_utilities_that_rank_nothing(tmp_path, tiny, monkeypatch):
     """All-zero utilities (a step that moved nothing) are flagged, not presented as a ranking."""
-    import ostselect.scoring.engine_scorer as engine_scorer
+    import ostselect.scoring.driver as driver
 
     def fake_score_pool(pool, factory, out, **_):
         ids = [f"p{i}" for i in range(6)]
         table = build_scores_table(ids, [0.0] * 6, "exact")
         write_scores(table, out, {"scorer": "ost", "cost": {"wall_s": 0.0}})
 
-    monkeypatch.setattr(engine_scorer, "score_pool", fake_score_pool)
+    monkeypatch.setattr(driver, "score_pool", fake_score_pool)
     out = tmp_path / "scores.parquet"
     args = ["score", "--proxy", str(tiny["proxy"]), "--pool", str(tiny["pool"])]
     res = runner.invoke(app, [*args, "--anchors", str(tiny["anchors"]), "--out", str(out)])

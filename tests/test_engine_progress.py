@@ -103,7 +103,7 @@ def test_deferred_signals_deliver_to_the_handler_in_place():
 
 
 def test_kept_shards_lists_every_pass_of_an_interrupted_hybrid_run(pool: Path, tmp_path: Path):
-    from ostselect.scoring.engine_scorer import exact_rounds_root, first_pass_out, kept_shards
+    from ostselect.scoring.driver import exact_rounds_root, first_pass_out, kept_shards
 
     out = tmp_path / "scores.parquet"
     assert kept_shards(out, "hybrid") == []

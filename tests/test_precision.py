@@ -20,7 +20,7 @@ from ostselect.proxy.api import OptimizerState
 from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scores import read_provenance, read_scores
 from ostselect.scoring import ScoreConfig, score
-from ostselect.scoring.modes import spearman
+from ostselect.scoring.hybrid import spearman
 from ostselect.scoring.updates import SGD, AdamW
 from test_scoring_proxies import samples
 

@@ -52,7 +52,7 @@ def test_batched_gradients_equal_one_at_a_time(proxy_dirs, samples, arch, params
     # padded row differs from the one-sample batch by float64 round-off only.
     assert proxy.hf_model.config._attn_implementation == "sdpa"
     lora = params.startswith("lora")
-    assert proxy._lora_only(theta) == lora
+    assert proxy.lora_adapters.only(theta) == lora
     losses, grads = proxy.per_sample_gradients(prepared, theta)
     assert losses.shape == (len(samples),)
     rel = 1e-10
@@ -72,7 +72,7 @@ def test_merged_lora_evaluation_equals_side_branch(proxy_dirs, samples, arch):
     proxy = load_proxy(proxy_dirs[arch], dtype="float64", params="lora")
     theta = _perturbed(proxy.trainable_parameters(), 1)
     prepared = proxy.prepare(samples)
-    assert proxy._merged_lora(theta) is not None  # the fast path is really taken
+    assert proxy.lora_adapters.merged(theta) is not None  # the fast path is really taken
     with torch.no_grad():
         merged = proxy.per_sample_loss(prepared, theta)
     with torch.enable_grad():  # grad mode keeps the side branch
@@ -81,7 +81,7 @@ def test_merged_lora_evaluation_equals_side_branch(proxy_dirs, samples, arch):
     assert not torch.allclose(branch, plain)  # the perturbation matters
     torch.testing.assert_close(merged, branch, rtol=1e-11, atol=1e-12)
     # the flags are restored: the live model still runs its LoRA branches
-    assert all(not m._disable_adapters for _, m, _ in proxy._lora_layers())
+    assert all(not m._disable_adapters for _, m, _ in proxy.lora_adapters.layers())
 
 
 @pytest.mark.parametrize("arch", ARCHES)

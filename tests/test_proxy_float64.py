@@ -13,8 +13,8 @@ import torch
 
 from ostselect.proxy import build_tiny_proxy, load_proxy
 from ostselect.proxy.toy import word_samples
-from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scoring import ScoreConfig, score
+from proxy_kit import warmed_copy
 
 ARCHES = ("qwen2-vl", "llava")
 POOL = list(word_samples(4, "p", 1, answer_words=(2, 8)))
@@ -29,10 +29,7 @@ def folders(tmp_path_factory):
     out = {}
     for arch in ARCHES:
         base = build_tiny_proxy(root / arch, arch=arch, seed=0)
-        proxy = load_proxy(base, dtype="float64")
-        cfg = WarmupConfig(lr=1e-2, batch_size=2, warmup_ratio=0.0, weight_decay=0.01)
-        result = train_steps(proxy, list(word_samples(4, "w", 3)), cfg, total_samples=40)
-        out[arch] = proxy.save(root / f"{arch}-warm", result.state)
+        out[arch] = warmed_copy(base, root / f"{arch}-warm", word_samples(4, "w", 3))
     return out
 
 

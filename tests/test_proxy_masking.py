@@ -12,6 +12,7 @@ from ostselect.data.sample import Sample, Turn
 from ostselect.proxy import build_tiny_proxy, load_proxy
 from ostselect.proxy.collate import IGNORE_INDEX, CollateError
 from ostselect.proxy.families import buildable_names
+from ostselect.proxy.prefix import image_token_id
 from ostselect.proxy.toy import toy_samples
 
 
@@ -44,7 +45,7 @@ def test_only_assistant_text_is_supervised(proxy):
             assert turn.content in decoded
         else:
             assert turn.content.replace("<image>", "").strip() not in decoded
-    image_id = proxy._image_token_id()
+    image_id = image_token_id(proxy.hf_model)
     ids = batch.inputs["input_ids"][0]
     assert image_id not in targets and (ids == image_id).any()
     assert tok.eos_token_id in targets  # the end-of-turn token is learned

@@ -62,18 +62,28 @@ def test_save_load_round_trip(folder, tmp_path, params, kw):
         rtol=0,
         atol=0,
     )
-    assert again.fingerprint() == proxy.fingerprint()
+    assert again.weights_hash() == proxy.weights_hash()
     assert again.metadata["warmup_ids"] == ["a", "b"]
 
 
-def test_fingerprint_tracks_weights_and_selection(folder):
+def test_fingerprint_is_the_folders_content_until_the_weights_change(folder, tmp_path):
+    import shutil
+
+    from ostselect.proxy.folder import proxy_identity
+
     a = load_proxy(folder)
+    twin = load_proxy(shutil.copytree(folder, tmp_path / "twin"))
+    assert a.fingerprint() == twin.fingerprint() == proxy_identity(folder)  # content, not path
     b = load_proxy(folder)
-    assert a.fingerprint() == b.fingerprint()
     with torch.no_grad():
         next(iter(b.trainable_parameters().values())).view(-1)[0] += 1e-3
-    assert a.fingerprint() != b.fingerprint()
-    assert load_proxy(folder, params=r"layers\.3\.").fingerprint() != a.fingerprint()
+    assert b.fingerprint() == b.weights_hash() != a.fingerprint()  # changed in memory
+    assert a.weights_hash() != b.weights_hash()
+    other = load_proxy(folder, params=r"layers\.3\.")
+    assert other.weights_hash() != a.weights_hash()  # the selection is part of the weights' hash
+    assert other.fingerprint() == a.fingerprint()  # the folder's; provenance records `params`
+    (tmp_path / "twin" / "ostselect.json").write_text("{}")
+    assert proxy_identity(tmp_path / "twin") != proxy_identity(folder)  # any byte counts
 
 
 def test_lora_folder_loaded_as_all_merges_adapter(folder, tmp_path):

@@ -27,7 +27,7 @@ from ostselect.data import write_samples
 from ostselect.data.sample import Sample, Turn
 from ostselect.scores import read_scores
 from ostselect.scoring import ScoreConfig, score
-from ostselect.scoring.engine_scorer import OSTScorerFactory, score_pool
+from ostselect.scoring.driver import OSTScorerFactory, score_pool
 from test_scoring_proxies import samples
 
 POISON_ID = "poison"
@@ -195,7 +195,8 @@ def _finished(store: Path) -> int:
 def test_sigkill_then_resume_equals_an_uninterrupted_run(
     world, tmp_path, mode, store_suffix, kill_after
 ):
-    extra = ["--mode", mode, "--cutoff", "25%"]
+    # a calibration sample smaller than the pool: hybrid runs its passes (first-order, rounds)
+    extra = ["--mode", mode, "--cutoff", "25%", "--calibration-size", "4"]
     reference = tmp_path / "ref" / "scores.parquet"
     res = CliRunner().invoke(app, _cli(world, reference, *extra))
     assert res.exit_code == 0, res.output

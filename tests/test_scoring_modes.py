@@ -216,3 +216,52 @@ def test_config_parses_cutoff_and_rejects_bad_values():
         ScoreConfig(mode="fast")
     with pytest.raises(ValueError, match="dtype"):
         score(POOL[:1], ANCHORS, ToyProxy(), ScoreConfig(dtype="float32"))
+
+
+def test_hybrid_on_a_pool_its_calibration_covers_scores_exactly_once():
+    """Calibrating on every sample would pay first-order plus exact: hybrid runs exact alone."""
+    pool = make_samples(6, seed=3)
+    proxy = ToyProxy(seed=1)
+    cfg = dict(optimizer="sgd", eta=0.03, cutoff="20%", calibration_size=8, batch_size=4)
+    exact = score(pool, ANCHORS, proxy, ScoreConfig(mode="exact", **cfg))
+    hybrid = score(pool, ANCHORS, proxy, ScoreConfig(mode="hybrid", **cfg))
+    assert _utility(hybrid).tolist() == _utility(exact).tolist()
+    assert all(hybrid.column("scored_exactly").to_pylist())
+    prov, exact_prov = read_provenance(hybrid), read_provenance(exact)
+    assert "calibration sample covers the pool" in prov["hybrid"]["exact_instead"]
+    assert prov["hybrid"]["rescored"] == len(pool) and prov["hybrid"]["rounds"] == 0
+    for counter in ("forward_passes", "backward_passes"):  # no first-order pass was paid for
+        assert prov["cost"][counter] == exact_prov["cost"][counter]
+
+
+def test_a_band_covering_most_of_the_pool_rescores_the_rest_in_one_round():
+    from ostselect.scoring.hybrid import hybrid_refine
+    from ostselect.scoring.modes import Outcome
+
+    n = 40
+    rng = np.random.default_rng(0)
+    first_order = rng.normal(size=n)
+    truth = first_order + rng.normal(scale=3.0, size=n)  # first-order is a poor guess here
+    outcomes = [
+        Outcome(f"s{i}", float(first_order[i]), 1.0, 5, "ok", step_sq=1.0) for i in range(n)
+    ]
+    calls: list[list[int]] = []
+
+    def rescore(indices: list[int]) -> list[Outcome]:
+        calls.append(indices)
+        return [Outcome(f"s{i}", float(truth[i]), 1.0, 5, "ok", exact=True) for i in indices]
+
+    report = hybrid_refine(
+        outcomes, cutoff=0.2, calibration_size=5, safety=1.5, seed=0, rescore=rescore
+    )
+    assert len(calls) == 2  # the calibration sample, then everything left at once
+    assert sorted(calls[0] + calls[1]) == list(range(n))
+    assert report.exact_instead and "all were scored exactly" in report.exact_instead
+    assert [o.utility for o in outcomes] == truth.tolist()
+    # with an accurate first order the band stays narrow and hybrid saves work
+    outcomes = [Outcome(f"s{i}", float(v), 1.0, 5, "ok", step_sq=1e-9) for i, v in enumerate(truth)]
+    calls.clear()
+    report = hybrid_refine(
+        outcomes, cutoff=0.2, calibration_size=5, safety=1.5, seed=0, rescore=rescore
+    )
+    assert report.exact_instead is None and report.rescored < n

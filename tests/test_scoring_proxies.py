@@ -14,9 +14,9 @@ import torch
 from ostselect.data.sample import ImageRef, Sample, Turn
 from ostselect.proxy import build_tiny_proxy, load_proxy
 from ostselect.proxy.toy import WORDS
-from ostselect.proxy.warmup import WarmupConfig, train_steps
 from ostselect.scores import read_provenance
 from ostselect.scoring import ScoreConfig, score
+from proxy_kit import warmed_copy
 
 
 def _png(seed: int) -> bytes:
@@ -59,10 +59,8 @@ def folders(tmp_path_factory):
         base = build_tiny_proxy(root / arch, arch=arch, size="tiny", seed=0)
         out[(arch, None)] = base
         for name, kw in PARAMS.items():
-            proxy = load_proxy(base, dtype="float64", **kw)
-            cfg = WarmupConfig(lr=1e-2, batch_size=2, warmup_ratio=0.0, weight_decay=0.01)
-            result = train_steps(proxy, samples(4, "w", 3), cfg, total_samples=40)
-            out[(arch, name)] = proxy.save(root / f"{arch}-{name}-warm", result.state)
+            warm = root / f"{arch}-{name}-warm"
+            out[(arch, name)] = warmed_copy(base, warm, samples(4, "w", 3), **kw)
     return out
 
 

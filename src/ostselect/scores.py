@@ -89,7 +89,7 @@ class Provenance(BaseModel):
     """The record in every scores file's metadata: how the scores were made.
 
     One name per fact for every scorer (OST in-process or on the engine, every baseline): the step
-    size is `eta`, the proxy's weight hash `proxy_fingerprint`, the costs sit in `cost`, the row
+    size is `eta`, the proxy's identity `proxy_fingerprint`, the costs sit in `cost`, the row
     tallies in `counts`. Keys that only one method has go under `settings`; any other top-level key
     is refused on write, so a new key is added here, once, or lives in `settings`.
     """
@@ -111,7 +111,7 @@ class Provenance(BaseModel):
     dtype: str | None = None
     device: str | None = None
     proxy: str | None = None  # the proxy's name or folder
-    proxy_fingerprint: str | None = None  # hash of its weights (`ScoringModel.fingerprint()`)
+    proxy_fingerprint: str | None = None  # identity: the folder content hash (`fingerprint()`)
     params: str | None = None  # the trainable selection, as `--params` reads it
     proxy_warmup: dict[str, Any] | None = None  # `scores.untrained_proxy` reads it
     anchor_hash: str | None = None

@@ -40,7 +40,7 @@ class BaselineFactory:
         proxy = None
         if self.proxy_dir is not None:
             from ostselect.proxy import load_proxy
-            from ostselect.scoring.engine_scorer import resolve_device
+            from ostselect.scoring.ost_scorer import resolve_device
 
             device = resolve_device(self.device)  # "auto" is resolved where the worker runs
             proxy = load_proxy(self.proxy_dir, dtype=self.dtype, device=device, params=self.params)
@@ -64,6 +64,7 @@ class BaselineFactory:
         """Method, options, proxy folder hash, anchor hash and pool hash (the driver loads no
         model: the proxy is identified by its folder's content, as `ost score` does)."""
         from ostselect.data import pool_fingerprint
+        from ostselect.proxy.folder import proxy_identity
 
         fp: dict[str, Any] = {
             "scorer": "baseline",
@@ -73,7 +74,7 @@ class BaselineFactory:
         }
         if self.proxy_dir is not None:
             fp["proxy"] = {
-                "content_hash": pool_fingerprint(self.proxy_dir),
+                "content_hash": proxy_identity(self.proxy_dir),
                 "params": self.params,
                 "dtype": self.dtype,
             }

@@ -8,7 +8,8 @@ target fine-tuning (Protocols A and B) -> evaluation, for every row and seed.
     models/      proxy + target after pretraining, proxy warm-up checkpoints (and the target's,
                  warmed up as a proxy, when a variant scores with it)
     scores/      one scores table per scorer (OST modes, baselines, ablation checkpoints,
-                 variants), each with the key it was made under; the judge's reply cache
+                 variants), scored through the engine and reused only under the same engine
+                 fingerprint (in its provenance); the judge's reply cache
     anchors.jsonl
 
 Scorers only ever receive the pool samples as `iter_samples` reads them from pool.jsonl (id,
@@ -33,6 +34,7 @@ from ostselect.bench.noise import CLEAN
 from ostselect.data.sample import Sample
 
 Log = Callable[[str], None]
+SCORE_SHARD = 256  # samples per shard of the scoring runs (a multiple of every batch size used)
 
 
 @dataclass
@@ -232,6 +234,7 @@ class BenchmarkRun:
         self.timings: dict[str, float] = {}
         self.results: dict[str, Any] = {"config": config.to_json()}
         self.target_proxy: tuple[Path, float] | None = None  # (checkpoint, warm-up s), if used
+        self.anchors_path = self.out / "anchors.jsonl"
 
     def run_all(self) -> dict[str, Any]:
         """Every stage in order; the results dict (rows aggregated over seeds)."""
@@ -369,7 +372,7 @@ class BenchmarkRun:
             self.heldout, c.n_anchors, stratify_by="category", seed=c.data_seed
         )
         self.anchors = anchor_set.samples
-        write_anchor_set(anchor_set, self.out / "anchors.jsonl")
+        write_anchor_set(anchor_set, self.anchors_path)
         self.results["anchors"] = {"size": len(self.anchors), "strata": anchor_set.strata}
 
     def _score_ost(
@@ -379,26 +382,39 @@ class BenchmarkRun:
         name: str,
         *,
         eta: float | None = None,
-        role: str = "proxy",
         optimizer: str | None = None,
     ) -> tuple[Path, float, Any]:
-        """Score the pool with OST `mode` from `checkpoint` (a warm-up of the pretrained `role`).
+        """Score the pool with OST `mode` from `checkpoint` (a warm-up of a pretrained model).
 
         `optimizer` defaults to the config's; with it, `eta` defaults to the config's too,
         with another optimizer (AdamW) to the warm-up's next learning rate (eta None)."""
-        from ostselect.proxy import load_proxy
-        from ostselect.scores import read_provenance, write_scores
-        from ostselect.scoring import ScoreConfig, score
+        from ostselect.scoring.driver import score_pool
+
+        factory = self.ost_factory(checkpoint, mode, eta=eta, optimizer=optimizer)
+        return self._engine_scores(
+            name,
+            factory.fingerprint(self.paths.pool),
+            lambda out, resume: score_pool(
+                self.paths.pool, factory, out, resume=resume, shard_size=SCORE_SHARD
+            ),
+        )
+
+    def ost_factory(
+        self,
+        checkpoint: Path,
+        mode: str,
+        *,
+        eta: float | None = None,
+        optimizer: str | None = None,
+    ) -> Any:
+        """The engine's recipe for OST scores of the pool from `checkpoint`."""
+        from ostselect.scoring import ScoreConfig
+        from ostselect.scoring.driver import OSTScorerFactory
 
         c = self.config
         optimizer = optimizer or c.optimizer
         if eta is None and optimizer == c.optimizer:
             eta = c.eta
-        key = self.scores_key(name, checkpoint, eta=eta, role=role, optimizer=optimizer)
-        cached = self._cached_scores(name, key)
-        if cached is not None:
-            return cached
-        proxy = load_proxy(checkpoint, params="all")
         config = ScoreConfig(
             mode=mode,
             optimizer=optimizer,
@@ -407,67 +423,50 @@ class BenchmarkRun:
             cutoff=min(c.fractions),
             group_field="category",
             seed=c.data_seed,
+            device="cpu",
         )
-        t = _timer()
-        table = score(self.pool, self.anchors, proxy, config)
-        wall = t()
-        path = write_scores(table, self.out / "scores" / f"{name}.parquet", read_provenance(table))
-        self._remember_scores(name, key, wall)
-        return path, wall, table
+        return OSTScorerFactory(checkpoint, self.anchors_path, config, params="all")
+
+    def _engine_scores(
+        self,
+        name: str,
+        fingerprint: dict[str, Any],
+        run: Callable[[Path, bool], Any],
+    ) -> tuple[Path, float, Any]:
+        """(path, seconds, table) of `scores/<name>.parquet`, made by `run(out, resume)` through
+        the engine, or reused when it was made under the same engine fingerprint (the proxy
+        folder's content hash, anchors, pool, method and settings): the engine's identity is
+        the cache key, so a changed setting or checkpoint is never served stale scores, and a
+        killed run continues its shards."""
+        import pyarrow.parquet as pq
+
+        from ostselect.engine import StoreError, fingerprint_differences, store_path_for
+        from ostselect.scores import read_provenance
+
+        path = self.out / "scores" / f"{name}.parquet"
+        if path.is_file():
+            provenance = read_provenance(pq.read_schema(path))
+            made_under = provenance.get("fingerprint")
+            if made_under is not None and not fingerprint_differences(made_under, fingerprint):
+                self.log(f"scores {name}: reusing {path} (same proxy, anchors and settings)")
+                return path, float(provenance["engine"]["wall_s"]), pq.read_table(path)
+        try:
+            table = run(path, True)  # continues the shards of a killed run with this fingerprint
+        except StoreError:  # shards made under another fingerprint: they are this run's own
+            shutil.rmtree(store_path_for(path), ignore_errors=True)
+            table = run(path, False)
+        provenance = read_provenance(pq.read_schema(path))
+        shutil.rmtree(store_path_for(path), ignore_errors=True)  # only a resume needs them
+        return path, float(provenance["engine"]["wall_s"]), table
 
     def _rel(self, path: Path) -> str:
         """`path` relative to the work folder, or the cache entry's name (it has the key hash)."""
         return str(path.relative_to(self.out)) if path.is_relative_to(self.out) else path.name
 
-    def scores_key(
-        self,
-        name: str,
-        checkpoint: Path,
-        *,
-        eta: float | None = None,
-        role: str = "proxy",
-        optimizer: str | None = None,
-    ) -> dict[str, Any]:
-        """What a scores file depends on; a later run with the same key reuses the file.
-
-        `checkpoint` is the scoring model's folder, `role` the pretrained model it was warmed up
-        from ("proxy", or "target" for the larger-proxy variant), `eta` the SGD step (default:
-        the config's).
-        """
-        c = self.config.to_json()
-        fields = ("warmup_lr", "warmup_batch_size", "n_anchors", "optimizer")
-        return {
-            "scorer": name,
-            "checkpoint": self._rel(checkpoint),
-            "proxy": pretrain_key(self.config, role),
-            "cutoff": min(self.config.fractions),
-            "score_batch_size": c["score_batch_size"],
-            **{k: c[k] for k in fields},
-            "eta": c["eta"] if eta is None else eta,
-            **({"optimizer": optimizer} if optimizer and optimizer != c["optimizer"] else {}),
-        }
-
-    def _cached_scores(self, name: str, key: dict[str, Any]) -> tuple[Path, float, Any] | None:
-        import pyarrow.parquet as pq
-
-        path = self.out / "scores" / f"{name}.parquet"
-        record = path.with_suffix(".key.json")
-        if not (path.is_file() and record.is_file()):
-            return None
-        saved = json.loads(record.read_text())
-        if saved.get("key") != key:
-            return None
-        self.log(f"scores {name}: reusing {path} (same proxy, anchors and settings)")
-        return path, float(saved["wall_s"]), pq.read_table(path)
-
-    def _remember_scores(self, name: str, key: dict[str, Any], wall: float) -> None:
-        record = self.out / "scores" / f"{name}.key.json"
-        record.write_text(json.dumps({"key": key, "wall_s": wall}, indent=1))
-
     def score_candidates(self) -> None:
         """OST in every mode, then every baseline, all on the warmed-up proxy."""
         from ostselect.baselines import get_baseline, run_baseline
-        from ostselect.proxy import load_proxy
+        from ostselect.baselines.factory import BaselineFactory, score_baseline_pool
         from ostselect.scores import read_provenance, write_scores
 
         c = self.config
@@ -483,32 +482,32 @@ class BenchmarkRun:
                 for sid, u in _utilities(table).items():
                     by_kind.setdefault(self.noise[sid], []).append(u)
                 self.results["utility_by_noise"] = by_kind
-        proxy = load_proxy(main_ckpt, params="all")
         for name in c.baselines:
-            key = self.scores_key(name, main_ckpt)
-            cached = self._cached_scores(name, key)
-            if cached is not None:
-                path, wall, table = cached
-            else:
-                t = _timer()
-                options: dict[str, Any] = {}
-                if name == "judge":  # a rerun answers every sample from the reply cache
-                    (self.out / "scores").mkdir(parents=True, exist_ok=True)
-                    options["cache_path"] = self.out / "scores" / "judge-cache.jsonl"
-                try:
-                    table = run_baseline(
-                        name, self.pool, proxy=proxy, anchors=self.anchors, **options
-                    )
-                except Exception as err:  # a broken baseline costs its row, not the run
-                    self.scorers[name] = {"error": f"{type(err).__name__}: {err}"}
-                    self.log(f"baseline {name} failed: {type(err).__name__}: {err}")
-                    continue
-                wall = t()
-                path = write_scores(
-                    table, self.out / "scores" / f"{name}.parquet", read_provenance(table)
+            spec = get_baseline(name)
+            options: dict[str, Any] = {}
+            if name == "judge":  # a rerun answers every sample from the reply cache
+                (self.out / "scores").mkdir(parents=True, exist_ok=True)
+                options["cache_path"] = str(self.out / "scores" / "judge-cache.jsonl")
+            factory = BaselineFactory(
+                name,
+                proxy_dir=main_ckpt if spec.uses_proxy else None,
+                anchors_path=self.anchors_path if spec.anchors else None,
+                params="all",
+                options=options,
+            )
+            try:
+                path, wall, table = self._engine_scores(
+                    name,
+                    factory.fingerprint(self.paths.pool),
+                    lambda out, resume, f=factory: score_baseline_pool(
+                        self.paths.pool, f, out, resume=resume, keep_shards=True
+                    ),
                 )
-                self._remember_scores(name, key, wall)
-            uses_proxy = get_baseline(name).uses_proxy  # its warm-up counts in its cost
+            except Exception as err:  # a broken baseline costs its row, not the run
+                self.scorers[name] = {"error": f"{type(err).__name__}: {err}"}
+                self.log(f"baseline {name} failed: {type(err).__name__}: {err}")
+                continue
+            uses_proxy = spec.uses_proxy  # its warm-up counts in its cost
             self._record_scorer(name, path, wall, warm_s if uses_proxy else 0.0, table)
         for seed in c.seeds:
             table = run_baseline("random", self.pool, seed=seed)
@@ -780,7 +779,7 @@ class BenchmarkRun:
                 ckpt, warm_s = self.checkpoints[c.warmup_fraction]
             if scorer not in self.score_paths:  # the main ost-exact scores are reused as they are
                 path, wall, table = self._score_ost(
-                    ckpt, "exact", scorer, eta=eta, role=v.proxy, optimizer=optimizer
+                    ckpt, "exact", scorer, eta=eta, optimizer=optimizer
                 )
                 self._record_scorer(scorer, path, wall, warm_s, table)
             info = self.scorers[scorer]

@@ -50,6 +50,8 @@ def _plain_switches_in_help() -> None:
 _plain_switches_in_help()
 
 POOL_HELP = "Pool file or folder: messages/LLaVA JSON(L), Parquet, or `datasets.save_to_disk`."
+POOL = typer.Option(..., "--pool", help=POOL_HELP)
+"""The one required `--pool` option (score, warmup, select, report)."""
 
 DEVICE_CHOICES = "auto (cuda if available, else cpu), cpu, cuda or cuda:N"
 DEVICE = typer.Option("auto", "--device", help=f"{DEVICE_CHOICES}.")

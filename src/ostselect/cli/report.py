@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ostselect.cli.common import POOL_HELP, console, fail
+from ostselect.cli.common import POOL, console, fail
 
 HELP = (
     "Write a report on a scores table over its pool: the utility histogram with the cutoff and "
@@ -27,7 +27,7 @@ HELP = (
 def register(app: typer.Typer) -> None:
     @app.command("report", help=HELP)
     def report(
-        pool: Path = typer.Option(..., "--pool", help=POOL_HELP),
+        pool: Path = POOL,
         scores: Path = typer.Option(..., "--scores", help="Scores Parquet (ost score/baseline)."),
         out: Path = typer.Option(Path("report.html"), "--out", "-o", help="Report file."),
         cutoff: str | None = typer.Option(

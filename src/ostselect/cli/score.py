@@ -11,7 +11,7 @@ import typer
 
 from ostselect.cli.common import (
     DEVICE,
-    POOL_HELP,
+    POOL,
     check_proxy_folder,
     console,
     count_of_all,
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     @app.command("score", help=HELP)
     def score_command(
         proxy: Path = typer.Option(..., "--proxy", help="Proxy folder (ost proxy init / warmup)."),
-        pool: Path = typer.Option(..., "--pool", help=POOL_HELP),
+        pool: Path = POOL,
         anchors: Path = typer.Option(..., "--anchors", help="Anchor set file (ost anchor)."),
         out: Path = typer.Option(Path("scores.parquet"), "--out", "-o", help="Scores Parquet."),
         mode: str = typer.Option("exact", "--mode", help="exact, naive, first-order or hybrid."),
@@ -73,11 +73,25 @@ def register(app: typer.Typer) -> None:
         device: str = DEVICE,
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Candidates per batch."),
         anchor_batch_size: int = typer.Option(32, "--anchor-batch-size", min=1),
+        candidate_batch: int = typer.Option(
+            1,
+            "--candidate-batch",
+            min=1,
+            help="exact/hybrid: candidates evaluated against the anchors in one batched pass "
+            "(for a GPU; keep 1 on CPU, where it is slower).",
+        ),
         params: str | None = typer.Option(
             None, "--params", help="all, lora or a regex (default: the folder's own selection)."
         ),
         lora_layers: str = typer.Option("all", "--lora-layers", help="all or top-half."),
         cutoff: str = typer.Option("20%", "--cutoff", help="Kept fraction for hybrid's band."),
+        calibration_size: int = typer.Option(
+            64,
+            "--calibration-size",
+            min=2,
+            help="hybrid: samples scored both ways to fit the error band (a pool no larger is "
+            "scored exactly at once).",
+        ),
         group_field: str | None = typer.Option(
             None, "--group-field", help="Anchor field for per-group utility columns."
         ),
@@ -128,7 +142,9 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 batch_size=batch_size,
                 anchor_batch_size=anchor_batch_size,
+                candidate_batch=candidate_batch,
                 cutoff=cutoff,
+                calibration_size=calibration_size,
                 seed=seed,
                 group_field=group_field,
             )
@@ -173,7 +189,7 @@ def _run(
     from ostselect.interrupt import Interrupted, stop_on_signals
     from ostselect.proxy.folder import NotAModelFolderError
     from ostselect.scores import ranking_alerts, read_scores
-    from ostselect.scoring.engine_scorer import OSTScorerFactory, score_pool
+    from ostselect.scoring.driver import OSTScorerFactory, score_pool
     from ostselect.scoring.updates import StepSizeError
 
     bad_anchors = []
@@ -251,10 +267,15 @@ def _run(
         console.print(f"[bold yellow]warning:[/] {alert}")
     if "hybrid" in provenance:
         h = provenance["hybrid"]
+        if h.get("exact_instead") and not h["rounds"]:
+            console.print(f"hybrid ran exact instead: {h['exact_instead']}")
+            return
         console.print(
             f"hybrid: {h['rescored']} re-scored exactly in {h['rounds']} round(s); calibration "
             f"Spearman {h['calibration_spearman']:.4f} on {h['calibration_size']} samples"
         )
+        if h.get("exact_instead"):
+            console.print(f"hybrid fell back to exact: {h['exact_instead']}")
 
 
 def _collect(record, into: list) -> None:
@@ -306,7 +327,7 @@ def _stopped(stop: Interrupted, out: Path, mode: str) -> NoReturn:
     from rich.text import Text
 
     from ostselect.interrupt import EXIT_INTERRUPTED
-    from ostselect.scoring.engine_scorer import kept_shards
+    from ostselect.scoring.driver import kept_shards
 
     kept = kept_shards(out, mode)
     if not kept:
@@ -353,7 +374,7 @@ def _resume_command(argv: list[str]) -> str | None:
     return shlex.join([*head, *args])
 
 
-# Fingerprint fields (engine_scorer.run_fingerprint) in the words of this command's flags.
+# Fingerprint fields (OSTScorerFactory.fingerprint) in the words of this command's flags.
 _FINGERPRINT_FLAGS = {
     "pool": "--pool (the pool file's content)",
     "proxy.content_hash": "--proxy (the folder's content)",

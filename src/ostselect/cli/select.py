@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ostselect.cli.common import console, fail, fail_validation
+from ostselect.cli.common import POOL, console, fail, fail_validation
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -47,7 +47,7 @@ HELP = (
 def register(app: typer.Typer) -> None:
     @app.command("select", help=HELP)
     def select_cmd(
-        pool: Path = typer.Option(..., "--pool", help="Pool file or `datasets` folder."),
+        pool: Path = POOL,
         scores: Path = typer.Option(..., "--scores", help="Scores Parquet (ost score/baseline)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if needed)."),
         top: str | None = typer.Option(None, "--top", help="Keep the top N or P% (e.g. 20%)."),

@@ -8,7 +8,7 @@ import typer
 
 from ostselect.cli.common import (
     DEVICE,
-    POOL_HELP,
+    POOL,
     check_proxy_folder,
     console,
     count_of_all,
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @app.command("warmup", help=HELP)
     def warmup_command(
         proxy: Path = typer.Option(..., "--proxy", help="Proxy folder to start from."),
-        pool: Path = typer.Option(..., "--pool", help=POOL_HELP),
+        pool: Path = POOL,
         out: Path = typer.Option(..., "--out", "-o", help="Folder for the warmed-up proxy."),
         fraction: float = typer.Option(
             0.05, "--fraction", help="Share of the usable pool samples to train on, in (0, 1]."

@@ -63,6 +63,14 @@ class Reject:
     reason: str
     code: str
 
+    def to_json_line(self, stage: str | None = None) -> str:
+        """The rejects file's line for this record (`stage` tags where it was set aside)."""
+        record = asdict(self)
+        if stage is not None:
+            record["stage"] = stage
+        # ensure_ascii keeps the file valid UTF-8 even when a reason quotes undecodable text.
+        return json.dumps(record, ensure_ascii=True) + "\n"
+
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         who = f"sample {self.id!r}" if self.id is not None else "record"
@@ -101,11 +109,7 @@ class RejectsWriter:
     def add(self, reject: Reject) -> None:
         if self._fh is None:
             raise RuntimeError("RejectsWriter is not open: use it as a context manager")
-        record = asdict(reject)
-        if self.stage is not None:
-            record["stage"] = self.stage
-        # ensure_ascii keeps the file valid UTF-8 even when a reason quotes undecodable text.
-        self._fh.write(json.dumps(record, ensure_ascii=True) + "\n")
+        self._fh.write(reject.to_json_line(self.stage))
         self._fh.flush()
         self.counts[reject.code] += 1
 

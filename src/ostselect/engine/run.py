@@ -1,9 +1,10 @@
-"""`run_scoring`: score a pool shard by shard, resumably, on the local or the Ray backend.
+"""`run_shards` / `run_scoring`: score a pool shard by shard, resumably, locally or on Ray.
 
 The driver streams the pool, cuts it into shards of `shard_size` consecutive valid samples, skips
 the shards the store already holds, has the backend score the rest, and writes each finished shard
 atomically. When every shard is on disk it merges them in pool order, recomputes rank and toxic
-over the whole pool, and writes the scores table and `<out dir>/rejects.jsonl`. Killing the process
+over the whole pool (`run_shards` stops here: a multi-pass caller writes once, at its end);
+`run_scoring` then writes the scores table and `<out dir>/rejects.jsonl`. Killing the process
 at any moment and rerunning with `resume=True` therefore gives exactly the uninterrupted table;
 SIGINT/SIGTERM arriving while a shard is written are held until that write is complete.
 """
@@ -14,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -72,10 +74,64 @@ class _ShardFeed:
             yield shard
 
 
+@dataclass
+class ShardedRun:
+    """What `run_shards` made: the merged table and its provenance, nothing written yet.
+
+    The rejects are on disk in the store (the reader's, then each shard's); `rejects_bytes()`
+    gives them in that order, one JSON line per record, for whoever writes the final files.
+    """
+
+    table: pa.Table
+    provenance: dict[str, Any]
+    store: ShardStore
+    n_shards: int
+
+    def rejects_bytes(self) -> bytes:
+        driver = self.store.driver_rejects_path
+        parts = [driver.read_bytes()] if driver.exists() else []
+        parts.extend(self.store.read_shard_rejects_bytes(i) for i in range(self.n_shards))
+        return b"".join(parts)
+
+
 def run_scoring(
     pool_path: str | Path,
     factory: ScorerFactory,
     out_path: str | Path,
+    *,
+    rejects_path: str | Path | None = None,
+    extra_provenance: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> pa.Table:
+    """Score every valid sample of `pool_path` into the scores table at `out_path` (also returned).
+
+    `run_shards` into `<out>.shards/` (see it for `options`), then the two outputs, each written
+    once and atomically: the rejects (default `<out dir>/rejects.jsonl`) and the table, whose
+    provenance gets `extra_provenance`'s keys (e.g. the pool path).
+    """
+    out_path = Path(out_path)
+    run = run_shards(pool_path, factory, store_path_for(out_path), **options)
+    run.provenance.update(extra_provenance or {})
+    rejects = Path(rejects_path) if rejects_path is not None else out_path.parent / REJECTS_FILENAME
+    write_outputs(out_path, run.table, run.provenance, rejects, run.rejects_bytes())
+    return run.table
+
+
+def write_outputs(
+    out_path: Path, table: pa.Table, provenance: Mapping[str, Any], rejects: Path, lines: bytes
+) -> None:
+    """The rejects file, then the scores table: a reader that finds the table finds its rejects."""
+    from ostselect.scores import write_scores
+
+    rejects.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(rejects, lines)
+    write_scores(table, out_path, provenance)
+
+
+def run_shards(
+    pool_path: str | Path,
+    factory: ScorerFactory,
+    store_path: str | Path,
     *,
     shard_size: int = 256,
     batch_size: int = 16,
@@ -90,10 +146,8 @@ def run_scoring(
     progress: bool = True,
     on_progress: Callable[[int, bool], None] | None = None,
     pool_pass: PoolPass | None = None,
-    rejects_path: str | Path | None = None,
-    extra_provenance: Mapping[str, Any] | None = None,
-) -> pa.Table:
-    """Score every valid sample of `pool_path` into the scores table at `out_path` (also returned).
+) -> ShardedRun:
+    """Score every valid sample of `pool_path` shard by shard into the store at `store_path`.
 
     `fingerprint` says how the scores are made (proxy hash, anchor hash, pool fingerprint, mode,
     config); `resume=True` continues `<out>.shards/` only under an identical fingerprint.
@@ -102,16 +156,13 @@ def run_scoring(
     the Ray backend once per finished shard; shards kept from an earlier run are reported at
     once with `resumed=True`. Either way the calls of a shard add up to its sample count.
     `pool_pass(merged)` runs once over all merged rows before rank and toxic are derived, for a
-    method whose rows depend on each other (DEITA's diversity filter). Rejects go to
-    `rejects_path` (default `<out dir>/rejects.jsonl`). `extra_provenance` adds keys to the
-    table's provenance record (e.g. the pool path).
+    method whose rows depend on each other (DEITA's diversity filter).
     """
     if shard_size < 1 or batch_size < 1:
         raise ValueError("shard_size and batch_size must be at least 1")
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}: use 'local' or 'ray'")
-    out_path = Path(out_path)
-    store = ShardStore(store_path_for(out_path))
+    store = ShardStore(Path(store_path))
     manifest = {
         "fingerprint": dict(fingerprint),
         "engine": {"shard_size": shard_size, "store_format": STORE_FORMAT},
@@ -202,13 +253,7 @@ def run_scoring(
     provenance["counts"]["rejected_reader"] = n_reader_rejects
     # a scorer without `counters()` still gets the schema's cost: the time the run took
     provenance.setdefault("cost", {}).setdefault("wall_s", provenance["engine"]["wall_s"])
-    provenance.update(extra_provenance or {})
-    rejects_file = Path(rejects_path) if rejects_path is not None else None
-    write_final_rejects(store, feed.total, rejects_file or out_path.parent / REJECTS_FILENAME)
-    from ostselect.scores import write_scores
-
-    write_scores(table, out_path, provenance)
-    return table
+    return ShardedRun(table, provenance, store, feed.total)
 
 
 def merge_shards(
@@ -271,15 +316,6 @@ def merge_shards(
     # `scores.count_statuses` under the schema's names; write_scores derives the same again
     provenance["counts"] = {**count_statuses(status), "rejected_worker": n_rejected}
     return table, provenance
-
-
-def write_final_rejects(store: ShardStore, n_shards: int, path: Path) -> Path:
-    """The reader's rejects, then each shard's, in shard order: one line per rejected record."""
-    parts = [store.driver_rejects_path.read_bytes()] if store.driver_rejects_path.exists() else []
-    parts.extend(store.read_shard_rejects_bytes(i) for i in range(n_shards))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, b"".join(parts))
-    return path
 
 
 def _progress_bar() -> LiveProgress:

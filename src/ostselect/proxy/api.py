@@ -75,7 +75,8 @@ class ScoringModel(Protocol):
         ...
 
     def fingerprint(self) -> str:
-        """Content hash of the weights and trainable-parameter selection (for provenance)."""
+        """The proxy's identity for provenance: its folder's content hash while the weights are
+        as loaded (what the engine's fingerprint uses), else a hash of the weights in memory."""
         ...
 
     def save(

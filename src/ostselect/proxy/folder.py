@@ -48,3 +48,12 @@ def write_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
     path = Path(folder) / META_FILE
     path.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+def proxy_identity(folder: str | Path) -> str:
+    """A proxy's one identity: the content hash of its folder (every file's relative path and
+    bytes). The engine's resume fingerprint, the scores' `proxy_fingerprint` and the benchmark's
+    scores cache all use it, so "the same proxy" means the same thing everywhere."""
+    from ostselect.data.fingerprint import pool_fingerprint
+
+    return pool_fingerprint(folder)

@@ -112,6 +112,7 @@ def load_proxy(
         params_spec=spec,
         optimizer_state=opt_state,
         metadata=meta.get("metadata"),
+        source=folder if folder.is_dir() else None,
     )
     if opt_state is not None:
         missing = set(proxy.trainable_parameters()) - set(opt_state.exp_avg)

@@ -2,12 +2,19 @@
 
 The frozen part of the anchors' computation (what `ScoringModel.prepare` runs) is done once here and
 reused for every candidate step; per-group means give the `utility[<group>]` columns.
+
+`losses_many` evaluates K candidates' stepped parameters in one batched pass per anchor chunk
+(`torch.func.vmap` of `per_sample_loss` over parameters stacked on a leading candidate dimension;
+for LoRA the per-candidate A/B pairs are stacked and folded into K weight copies): what the exact
+mode's `--candidate-batch K` runs. A proxy whose `per_sample_loss` does not trace under `vmap` falls
+back, with a one-line warning, to one candidate at a time: the same numbers, just not batched.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -65,6 +72,7 @@ class PreparedAnchors:
         self.chunks: list[Any] = [self._prepare(chunk) for chunk in self.sample_chunks]
         self._unsort = torch.empty(len(self.order), dtype=torch.long)
         self._unsort[torch.tensor(self.order)] = torch.arange(len(self.order))
+        self._vmap_ok = True  # False once per_sample_loss failed under vmap (losses_many)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -93,6 +101,66 @@ class PreparedAnchors:
         self.counter.forward += len(self.samples)
         return self._in_input_order(out)
 
+    def losses_many(
+        self, params: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]]
+    ) -> torch.Tensor:
+        """[K, n_anchors] per-sample losses at K parameter sets, without grad.
+
+        `params`: one mapping whose tensors carry a leading candidate dimension K (what an update
+        rule's `apply` returns for stacked gradients), or a sequence of K plain mappings. Each
+        anchor chunk runs once for all K (`vmap` over the stacked parameters: K x the chunk's
+        activations in memory). Row k equals `losses(params[k])` up to round-off (on CPU in
+        float64, bit for bit so far). Counts K forward passes per anchor. If `per_sample_loss`
+        cannot run under `vmap` (an op without a batching rule that errors, data-dependent
+        control flow on the parameters), the candidates are evaluated one at a time from then on,
+        with a one-line warning; an out-of-memory error is raised as it is (the engine halves the
+        batch).
+        """
+        stacked = _stack(params)
+        k = _candidates(stacked)
+        with torch.no_grad():
+            parts = [self._chunk_many(chunk, stacked, k) for chunk in self.chunks]
+        self.counter.forward += k * len(self.samples)
+        return torch.cat(parts, dim=1)[:, self._unsort.to(parts[0].device)]
+
+    def _chunk_many(self, chunk: Any, stacked: Mapping[str, torch.Tensor], k: int) -> torch.Tensor:
+        if self._vmap_ok:
+            try:
+                with warnings.catch_warnings():
+                    # CPU attention has no batching rule: vmap loops over K there (correct)
+                    warnings.filterwarnings("ignore", message=".*batching rule.*")
+                    return torch.func.vmap(lambda p: self.proxy.per_sample_loss(chunk, p))(
+                        dict(stacked)
+                    )
+            except (MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as err:
+                self._vmap_ok = False
+                warnings.warn(
+                    f"candidate batching: the proxy's per_sample_loss does not run under "
+                    f"torch.func.vmap ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+                    "evaluating the candidates one at a time (same numbers, K = 1's speed)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return torch.stack(
+            [
+                self.proxy.per_sample_loss(chunk, {n: t[i] for n, t in stacked.items()})
+                for i in range(k)
+            ]
+        )
+
+    def summarize(self, per_sample: torch.Tensor) -> tuple[float, dict[str, float]]:
+        """(L_V, per-group means) of one [n_anchors] row of losses."""
+        groups = {g: float(per_sample[idx].mean()) for g, idx in self.groups.items()}
+        return float(per_sample.mean()), groups
+
+    def values_many(
+        self, params: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]]
+    ) -> list[tuple[float, dict[str, float]]]:
+        """`value` at each of K parameter sets, from one `losses_many` pass."""
+        return [self.summarize(row) for row in self.losses_many(params)]
+
     def reference_losses(self) -> torch.Tensor:
         """[n_anchors] losses at the live parameters through the proxy's plain full forward
         (`per_sample_loss_reference(samples)`, nothing cached) when it has one."""
@@ -109,8 +177,7 @@ class PreparedAnchors:
     ) -> tuple[float, dict[str, float]]:
         """L_V and the per-group means (`reference`: uncached forward at the live parameters)."""
         per_sample = self.reference_losses() if reference else self.losses(params)
-        groups = {g: float(per_sample[idx].mean()) for g, idx in self.groups.items()}
-        return float(per_sample.mean()), groups
+        return self.summarize(per_sample)
 
     def gradients(
         self, params: Mapping[str, torch.Tensor]
@@ -155,6 +222,27 @@ class PreparedAnchors:
             self.counter.forward += n
             self.counter.backward += n
         return total, per_group
+
+
+def _stack(
+    params: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]],
+) -> Mapping[str, torch.Tensor]:
+    """K parameter sets as one mapping of [K, ...] tensors."""
+    if isinstance(params, Mapping):
+        return params
+    if not params:
+        raise ValueError("losses_many needs at least one parameter set")
+    return {n: torch.stack([p[n] for p in params]) for n in params[0]}
+
+
+def _candidates(stacked: Mapping[str, torch.Tensor]) -> int:
+    sizes = {t.shape[0] if t.ndim else None for t in stacked.values()}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            "losses_many needs every parameter stacked on one leading candidate dimension, "
+            f"got leading sizes {sorted(map(str, sizes))}"
+        )
+    return int(sizes.pop())
 
 
 def __getattr__(name: str) -> Any:

@@ -12,26 +12,18 @@ import pyarrow as pa
 from ostselect.data import Reject, pool_fingerprint
 from ostselect.data.sample import Sample
 from ostselect.proxy.api import ScoringModel
-from ostselect.scores import attach_provenance, split_settings
+from ostselect.scores import attach_provenance
 from ostselect.scoring.config import ScoreConfig
-from ostselect.scoring.engine_scorer import (
-    SCORE_REJECT_CODES,
-    OSTScorer,
-    ScoringCore,
-    eval_mode,
-    finish_table,
-    outcome_columns,
-    phase_of,
-    refine_hybrid,
-)
 from ostselect.scoring.modes import batches
+from ostselect.scoring.ost_scorer import OSTScorer, ScoringCore, eval_mode
+from ostselect.scoring.passes import Pass, finish_provenance, run_passes
+from ostselect.scoring.table import finish_table, outcome_columns
 
 SampleSource = Iterable[Sample] | str | Path
 ProgressHook = Callable[[str, int, int | None], None]  # (phase, samples just finished, phase total)
 
 
-REJECT_CODES = SCORE_REJECT_CODES  # status -> reject code (kept for importers of this name)
-__all__ = ["REJECT_CODES", "SampleSource", "eval_mode", "score"]
+__all__ = ["SampleSource", "eval_mode", "score"]
 
 
 def _read_samples(path: Path, on_reject: Callable[[Reject], None] | None) -> Iterator[Sample]:
@@ -93,12 +85,11 @@ def score(
 ) -> pa.Table:
     """Score every pool sample against the anchors; the table's metadata holds the provenance.
 
-    In this process, no shards: the rows come from the same `OSTScorer` the engine runs
-    (`ostselect.scoring.engine_scorer.score_pool` for the sharded, resumable, Ray-capable path),
-    batch by batch through the engine's fault handling, so both give the same table. The pool is
+    In this process, no shards: the same passes (`passes.run_passes`) and the same `OSTScorer`
+    rows as the engine's `ostselect.scoring.driver.score_pool` (sharded, resumable, Ray-capable),
+    each batch through the engine's fault handling, so both give the same table. The pool is
     streamed in batches of `config.batch_size`; hybrid re-reads it for each exact round.
-    The provenance follows `ostselect.scores.Provenance`; write the table with
-    `ostselect.scores.write_scores(table, path, read_provenance(table))`.
+    Write the table with `ostselect.scores.write_scores(table, path, read_provenance(table))`.
     """
     from ostselect.engine.worker import score_batch_resilient
 
@@ -108,38 +99,31 @@ def score(
     core = ScoringCore.build(proxy, _Source(anchors, reiterable=True), config)
     hook = progress or (lambda phase, n, total: None)
 
-    def run(scorer: OSTScorer, label: str, total: int | None) -> dict[str, list[Any]]:
+    def run_pass(p: Pass) -> dict[str, list[Any]]:
+        scorer = OSTScorer(core, p.phase, p.only_ids)
+        total = len(p.only_ids) if p.only_ids is not None else source.size()
         columns: dict[str, list[Any]] = {}
         for batch in batches(source, config.batch_size):
             wanted = [s for s in batch if scorer.only_ids is None or s.id in scorer.only_ids]
             if not wanted:
                 continue
-            cols = score_batch_resilient(scorer, wanted)
-            for name, values in cols.items():
+            for name, values in score_batch_resilient(scorer, wanted).items():
                 columns.setdefault(name, []).extend(values)
-            hook(label, len(wanted), total)
+            hook(p.label, len(wanted), total)
         return columns or outcome_columns([], [], core.groups, scorer.phase)
 
-    first = OSTScorer(core, phase_of(config.mode))
-    columns = run(first, first.phase, source.size())
-    report = None
-    if config.mode == "hybrid":
-
-        def rescore_ids(ids: list[str]) -> dict[str, list[Any]]:
-            return run(first.for_phase("exact", ids), "exact re-score", len(ids))
-
-        columns, report = refine_hybrid(columns, config, rescore_ids)
+    columns, report = run_passes(config, run_pass, source.size())
     table, rejects = finish_table(columns, config.mode)
     if on_reject is not None:
         for r in rejects:
             on_reject(r)
-    provenance = {
-        **core.provenance(),
-        "pool": str(source.path) if source.path else None,
-        "pool_fingerprint": source.fingerprint(),
-        # the whole call, anchor preparation included (`run_baseline` counts the same way)
-        "cost": {**core.counter.as_cost(), "wall_s": round(time.perf_counter() - started, 4)},
-    }
-    if report is not None:
-        provenance["hybrid"] = report.as_dict()
-    return attach_provenance(table, split_settings(provenance))  # counts come from the table
+    # the whole call, anchor preparation included (`run_baseline` counts the same way)
+    cost = {**core.counter.as_cost(), "wall_s": time.perf_counter() - started}
+    provenance = finish_provenance(
+        core.provenance(),
+        pool=str(source.path) if source.path else None,
+        pool_fingerprint=source.fingerprint(),
+        cost=cost,
+        report=report,
+    )
+    return attach_provenance(table, provenance)  # counts come from the table

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 Mode = Literal["naive", "exact", "first-order", "hybrid"]
 MODES: tuple[str, ...] = ("naive", "exact", "first-order", "hybrid")
@@ -43,6 +50,10 @@ class ScoreConfig(BaseModel):
     device: str = "auto"
     batch_size: int = Field(default=8, ge=1)
     anchor_batch_size: int = Field(default=32, ge=1)
+    # exact (and hybrid's exact rounds): K candidates' stepped parameters evaluated against the
+    # anchors in one batched pass. Worth it on an accelerator; slower on CPU, hence 1. Rows agree
+    # with 1 to round-off, not bit for bit, so it is part of the resume fingerprint like batch_size.
+    candidate_batch: int = Field(default=1, ge=1)
     cutoff: float = 0.2
     seed: int = 0
     group_field: str | None = None
@@ -63,3 +74,14 @@ class ScoreConfig(BaseModel):
     @classmethod
     def _mode(cls, value: str) -> str:
         return value.replace("_", "-") if isinstance(value, str) else value
+
+    @field_validator("candidate_batch")
+    @classmethod
+    def _candidate_batch(cls, value: int, info: ValidationInfo) -> int:
+        mode = info.data.get("mode")
+        if value > 1 and mode not in ("exact", "hybrid", None):
+            raise ValueError(
+                f"batches exact evaluations, so it applies to mode exact and hybrid (its exact "
+                f"rounds), not {mode}; leave it at 1"
+            )
+        return value

@@ -6,7 +6,8 @@ utility_i = L_V(theta) - L_V(theta'_i), theta'_i = one optimizer step on z_i alo
 - `naive`:       the published reference loop, literally: real optimizer step, anchor evaluation,
                  restore parameters and optimizer state.
 - `exact`:       the same numbers with functional parameters (nothing to restore), anchors
-                 prepared once.
+                 prepared once; `candidate_batch` K > 1 evaluates K candidates' stepped
+                 parameters against the anchors in one batched pass (for accelerators).
 - `first-order`: utility ~ <grad L_V(theta), theta - theta'_i>, one anchor gradient for the
                  whole pool.
 - `hybrid`:      first-order for all, exact where the first-order error could change the selection
@@ -17,11 +18,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from ostselect.data.sample import Sample
@@ -83,7 +83,7 @@ class OneStepUtility:
     """The OST math of one run, per mode: naive, exact and first-order utilities of candidates.
 
     Holds the shared state: proxy, theta (detached views, never written), rule, anchors. Not a
-    scorer in the engine's sense: `engine_scorer.OSTScorer` wraps it as a `SampleScorer`.
+    scorer in the engine's sense: `ost_scorer.OSTScorer` wraps it as a `SampleScorer`.
     """
 
     proxy: ScoringModel
@@ -91,11 +91,14 @@ class OneStepUtility:
     anchors: PreparedAnchors
     batch_size: int
     counter: WorkCounter
+    candidate_batch: int = 1  # exact: candidates evaluated against the anchors per pass
     theta: dict[str, torch.Tensor] = field(init=False)
     _base: tuple[float, dict[str, float]] | None = field(default=None, init=False)
     _anchor_grad: tuple[dict, dict] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        if self.candidate_batch < 1:
+            raise ValueError(f"candidate_batch must be >= 1, not {self.candidate_batch}")
         self.theta = {k: v.detach() for k, v in self.proxy.trainable_parameters().items()}
 
     # -- exact ------------------------------------------------------------------------------
@@ -107,8 +110,14 @@ class OneStepUtility:
     def exact_one(self, c: CandidateGradient) -> Outcome:
         if c.status != OK:
             return _failed(c)
+        return self._exact_outcome(c, self.anchors.value(self.rule.apply(self.theta, c.grads)))
+
+    def _exact_outcome(
+        self, c: CandidateGradient, after: tuple[float, dict[str, float]]
+    ) -> Outcome:
+        """The outcome of an OK candidate whose stepped anchor value is `after`."""
         l0, g0 = self.base_value()
-        l1, g1 = self.anchors.value(self.rule.apply(self.theta, c.grads))
+        l1, g1 = after
         u = l0 - l1
         if not math.isfinite(u):
             return _failed(c, NONFINITE, "non-finite anchor loss after the step")
@@ -123,10 +132,38 @@ class OneStepUtility:
             sample=c.sample,
         )
 
+    def exact_many(self, candidates: Sequence[CandidateGradient]) -> list[Outcome]:
+        """`exact_one` of each candidate, in order, with up to `candidate_batch` OK candidates
+        stepped together (gradients stacked, one `rule.apply`) and evaluated in one batched
+        anchor pass (`PreparedAnchors.values_many`). Failed candidates keep their status; a
+        non-finite utility is checked per candidate; a lone candidate takes `exact_one`'s path.
+        Equal to one at a time up to round-off (bit for bit on CPU float64 so far). A proxy whose
+        `per_sample_loss` does not run under `vmap` falls back to one candidate at a time with a
+        one-line warning (`PreparedAnchors.losses_many`)."""
+        out: list[Outcome | None] = [None if c.status == OK else _failed(c) for c in candidates]
+        ok = [i for i, c in enumerate(candidates) if c.status == OK]
+        for start in range(0, len(ok), self.candidate_batch):
+            group = ok[start : start + self.candidate_batch]
+            if len(group) == 1:
+                out[group[0]] = self.exact_one(candidates[group[0]])
+                continue
+            grads = {
+                k: torch.stack([candidates[i].grads[k] for i in group])  # type: ignore[index]
+                for k in self.theta
+            }
+            after = self.anchors.values_many(self.rule.apply(self.theta, grads))
+            for i, value in zip(group, after, strict=True):
+                out[i] = self._exact_outcome(candidates[i], value)
+        return out  # type: ignore[return-value]
+
     def exact(self, samples: Iterable[Sample]) -> Iterator[Outcome]:
         for batch in batches(samples, self.batch_size):
-            for c in candidate_gradients(self.proxy, batch, self.theta, self.counter):
-                yield self.exact_one(c)
+            candidates = candidate_gradients(self.proxy, batch, self.theta, self.counter)
+            if self.candidate_batch == 1:
+                for c in candidates:
+                    yield self.exact_one(c)
+            else:
+                yield from self.exact_many(list(candidates))
 
     # -- first order ---------------------------------------------------------------------------
     def anchor_gradient(self) -> tuple[dict, dict]:
@@ -228,125 +265,6 @@ class OneStepUtility:
             exact=True,
             sample=sample,
         )
-
-
-# -- hybrid ------------------------------------------------------------------------------------
-def cutoff_value(values: np.ndarray, fraction: float) -> float:
-    """The utility of the last kept sample when keeping the top `fraction` (NaN ignored)."""
-    finite = values[~np.isnan(values)]
-    if finite.size == 0:
-        return math.nan
-    k = max(1, math.ceil(fraction * finite.size))
-    return float(np.sort(finite)[::-1][k - 1])
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    from scipy.stats import spearmanr
-
-    if len(a) < 2:
-        return math.nan
-    return float(spearmanr(a, b).statistic)
-
-
-@dataclass
-class HybridReport:
-    calibration_size: int
-    calibration_spearman: float
-    calibration_max_abs_error: float
-    band_relative: float  # a in w_i = safety * (a * |u_fo_i| + b * ||step_i||^2)
-    band_curvature: float  # b
-    rescored: int
-    rounds: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return dict(self.__dict__)
-
-
-def fit_error_bound(
-    magnitude: np.ndarray, step_sq: np.ndarray, seen: np.ndarray, errors: np.ndarray
-) -> tuple[float, float]:
-    """Smallest bound a*|u_fo| + b*||step||^2 (a, b >= 0) covering every error seen so far.
-
-    The first-order error is the Taylor remainder: part of it tracks the utility itself and part
-    the curvature along the step (~ ||step||^2); neither alone fits every sample, so both terms are
-    fitted by a 2-variable linear program that minimises the total band over the pool.
-    """
-    from scipy.optimize import linprog
-
-    if errors.size == 0 or not np.any(errors > 0):
-        return 0.0, 0.0
-    scale = np.array([max(magnitude.mean(), 1e-300), max(step_sq.mean(), 1e-300)])
-    features = np.stack([magnitude[seen], step_sq[seen]], 1) / scale
-    cost = np.stack([magnitude, step_sq], 1).sum(0) / scale
-    res = linprog(cost, A_ub=-features, b_ub=-errors, bounds=[(0, None), (0, None)], method="highs")
-    if not res.success:  # cannot happen with two non-negative features, but never guess
-        return float(np.max(errors / np.maximum(magnitude[seen], 1e-300))), 0.0
-    coef = res.x / scale
-    return float(coef[0]), float(coef[1])
-
-
-def hybrid_refine(
-    outcomes: list[Outcome],
-    *,
-    cutoff: float,
-    calibration_size: int,
-    safety: float,
-    seed: int,
-    rescore: Callable[[list[int]], list[Outcome]],
-) -> HybridReport:
-    """Replace first-order utilities by exact ones where the first-order error could matter.
-
-    A seeded calibration sample is scored both ways; from the errors seen, a per-candidate band
-    w_i = safety * (a * |u_fo_i| + b * ||step_i||^2) is fitted (`fit_error_bound`). Every candidate
-    within its band of the selection cutoff or of zero is re-scored exactly; its error joins the
-    fit (the band widens if it was exceeded), the cutoff is recomputed, and the step repeats until
-    no new candidate falls in its band. At the end the cutoff is an exact value and every other
-    candidate lies farther than its band from both thresholds, so (while the fitted bound holds)
-    the kept set and the toxic flags equal those of `exact`.
-    """
-    ok = [i for i, o in enumerate(outcomes) if o.status == OK]
-    rng = np.random.default_rng(seed)
-    size = min(calibration_size, len(ok))
-    calibration = sorted(rng.choice(ok, size=size, replace=False).tolist()) if size else []
-    first_order = np.array([o.utility for o in outcomes], dtype=np.float64)
-    magnitude = np.nan_to_num(np.abs(first_order), nan=0.0)
-    step_sq = np.nan_to_num(np.array([o.step_sq for o in outcomes], dtype=np.float64), nan=0.0)
-    seen: list[int] = []
-    errors: list[float] = []
-    coef = (0.0, 0.0)
-
-    def apply(indices: list[int]) -> None:
-        nonlocal coef
-        for i, new in zip(indices, rescore(indices), strict=True):
-            if new.status == OK:
-                seen.append(i)
-                errors.append(abs(new.utility - first_order[i]))
-            outcomes[i] = new
-        coef = fit_error_bound(magnitude, step_sq, np.array(seen, dtype=np.int64), np.array(errors))
-
-    apply(calibration)
-    cal_ok = [i for i in calibration if outcomes[i].status == OK]
-    rho = spearman(first_order[cal_ok], [outcomes[i].utility for i in cal_ok])
-    cal_error = max(errors, default=0.0)
-    rounds = 0
-    while True:
-        values = np.array([o.utility for o in outcomes], dtype=np.float64)
-        c = cutoff_value(values, cutoff)
-        band = safety * (coef[0] * magnitude + coef[1] * step_sq)
-        near = [
-            i
-            for i in ok
-            if not outcomes[i].exact
-            and outcomes[i].status == OK
-            and min(abs(values[i] - c), abs(values[i])) <= band[i]
-        ]
-        if not near:
-            break
-        rounds += 1
-        apply(near)
-    rescored = sum(1 for o in outcomes if o.exact)
-    return HybridReport(len(calibration), rho, cal_error, coef[0], coef[1], rescored, rounds)
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,8 @@ its processor has no video part), but ostselect's cached-prefix loss replays the
 with one causal mask and one rotary table for every layer. Gemma 3 alternates sliding-window and
 global layers with different rotary bases and lets an image's tokens attend to each other
 bidirectionally (from `token_type_ids`), so the replay would silently compute a different loss.
-Supporting it means per-layer-type masks and rotary tables in `Proxy.prepare` / `_tail_loss`
-and in the per-sample rows.
+Supporting it means per-layer-type masks and rotary tables in `proxy.prefix.prepare` /
+`proxy.losses.tail_loss` and in the per-sample rows.
 """
 
 from __future__ import annotations
