@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ostselect.proxy.arches import CHATML_TEMPLATE, IMAGE_PX, PATCH, VISION_SIZES
+from ostselect.proxy.arches import CHATML_TEMPLATE, VISION_SIZES
 
 
 def resolve_lm(lm_path: str | Path) -> tuple[Path, str | None]:
@@ -57,13 +57,9 @@ def load_causal_lm(lm_path: str | Path):
 def build_llava_on_lm(lm_path: str | Path, size: str = "tiny"):
     """(LlavaForConditionalGeneration, LlavaProcessor, LM name) with the LM's weights copied in."""
     import torch
-    from transformers import (
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers import LlavaForConditionalGeneration
+
+    from ostselect.proxy.families.llava import llava_config, llava_processor
 
     lm, tokenizer, name = load_causal_lm(lm_path)
     if "<image>" not in tokenizer.get_vocab():
@@ -79,24 +75,8 @@ def build_llava_on_lm(lm_path: str | Path, size: str = "tiny"):
     text_config = lm.config.to_dict()
     vocab = max(len(tokenizer), text_config["vocab_size"])
     text_config["vocab_size"] = vocab
-    v = VISION_SIZES[size]
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=v["hidden"],
-            intermediate_size=v["intermediate"],
-            num_hidden_layers=v["layers"],
-            num_attention_heads=v["heads"],
-            image_size=IMAGE_PX,
-            patch_size=PATCH,
-            projection_dim=v["hidden"],
-        ),
-        text_config=text_config,
-        image_token_index=image_id,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-        image_seq_length=(IMAGE_PX // PATCH) ** 2,
-        tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)),
-    )
+    tie = bool(getattr(lm.config, "tie_word_embeddings", False))
+    config = llava_config(VISION_SIZES[size], text_config, image_id, tie=tie)
     vlm = LlavaForConditionalGeneration(config)
     source = lm.state_dict()
     target = vlm.state_dict()
@@ -118,15 +98,5 @@ def build_llava_on_lm(lm_path: str | Path, size: str = "tiny"):
                 out[rows:].copy_(tensor.mean(dim=0, keepdim=True))
     if config.tie_word_embeddings:
         vlm.tie_weights()
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_PX}, crop_size={"height": IMAGE_PX, "width": IMAGE_PX}
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=PATCH,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHATML_TEMPLATE,
-    )
+    processor = llava_processor(tokenizer, CHATML_TEMPLATE)
     return vlm, processor, name

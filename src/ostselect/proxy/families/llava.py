@@ -33,21 +33,30 @@ def clip_vision_config(v: dict[str, int]) -> Any:
     )
 
 
-def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
-    from transformers import LlamaConfig, LlavaConfig
+def llava_config(v: dict[str, int], text: Any, image_id: int, *, tie: bool = False) -> Any:
+    """A LLaVA config: the tiny CLIP tower `v` (`arches.VISION_SIZES`) before the decoder `text`
+    (a config or its dict), one token per patch. Also what `ost proxy init --lm` builds on."""
+    from transformers import LlavaConfig
 
     return LlavaConfig(
         vision_config=clip_vision_config(v),
-        text_config=LlamaConfig(**text_config(t, ids)),
-        image_token_index=ids["image"],
+        text_config=text,
+        image_token_index=image_id,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
         image_seq_length=(IMAGE_PX // PATCH) ** 2,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie,
     )
 
 
-def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
+def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
+    from transformers import LlamaConfig
+
+    return llava_config(v, LlamaConfig(**text_config(t, ids)), ids["image"])
+
+
+def llava_processor(tokenizer: Any, chat_template: str, image_pixels: int | None = None) -> Any:
+    """The LLaVA processor for the tiny CLIP tower (image-only where the stock one needs more)."""
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     from ostselect.proxy.processors import build_processor
@@ -80,7 +89,7 @@ register_family(
             image_token="<image>",
             chat_template=LLAVA_TEMPLATE,
             build_config=_config,
-            build_processor=_processor,
+            build_processor=llava_processor,
         ),
         notes="Vicuna-style USER:/ASSISTANT: template; `</s>` ends an answer and is learned.",
     )
