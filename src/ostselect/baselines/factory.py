@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ostselect.baselines.base import Baseline
+    from ostselect.baselines.registry import BaselineSpec
     from ostselect.engine.run import PoolPass
 
 
@@ -33,10 +34,17 @@ class BaselineFactory:
     device: str = "cpu"
     image_root: str | Path | None = None
     options: dict[str, Any] = field(default_factory=dict)  # the scorer's keyword arguments
+    # The registry entry, looked up where the factory is made and shipped with it: a method
+    # registered only in the driver (a plugin, a notebook cell) still runs in Ray workers.
+    spec: BaselineSpec | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            from ostselect.baselines import get_baseline
+
+            object.__setattr__(self, "spec", get_baseline(self.name))
 
     def __call__(self) -> Baseline:
-        from ostselect.baselines import make_baseline
-
         proxy = None
         if self.proxy_dir is not None:
             from ostselect.proxy import load_proxy
@@ -44,7 +52,8 @@ class BaselineFactory:
 
             device = resolve_device(self.device)  # "auto" is resolved where the worker runs
             proxy = load_proxy(self.proxy_dir, dtype=self.dtype, device=device, params=self.params)
-        return make_baseline(self.name, proxy=proxy, anchors=self.read_anchors(), **self.options)
+        assert self.spec is not None
+        return self.spec.make(proxy, self.read_anchors(), **self.options)
 
     def read_anchors(self) -> list[Any] | None:
         if self.anchors_path is None:
@@ -55,9 +64,8 @@ class BaselineFactory:
 
     def pool_pass(self) -> PoolPass | None:
         """The method's final pass over the merged table, with these options, or None."""
-        from ostselect.baselines import get_baseline
-
-        step = get_baseline(self.name).pool_pass
+        assert self.spec is not None
+        step = self.spec.pool_pass
         return functools.partial(step, options=self.options) if step is not None else None
 
     def fingerprint(self, pool_path: str | Path) -> dict[str, Any]:
@@ -115,10 +123,10 @@ def score_baseline_pool(
     Once the table is written the shard store is removed (unless `keep_shards`): it only serves
     a resume, and a rerun into the same `out_path` then starts afresh, as before the engine.
     """
-    from ostselect.baselines import get_baseline
     from ostselect.engine import run_scoring
 
-    spec = get_baseline(factory.name)
+    spec = factory.spec
+    assert spec is not None
     batch = max(ENGINE_BATCH, spec.chunk or 0)
     shard = shard_size if shard_size is not None else max(SHARD_SIZE, batch)
     table = run_scoring(

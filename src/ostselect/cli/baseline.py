@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from ostselect.baselines.registry import BaselineSpec
 
+
 class _RegistryGroup(TyperGroup):
     """`ost baseline`'s click group: the registry is imported and the sub-commands are built the
     first time one is asked for, so `ost --help` and every other command start without importing
