@@ -84,8 +84,15 @@ def test_warmup_then_score_from_the_command_line(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
+    # 10 samples <= the default --calibration-size 64: hybrid scores exactly at once, and says so
+    assert "hybrid ran exact instead: the calibration sample covers the pool" in " ".join(
+        res.output.split()
+    )
     scores = read_scores(out)
     assert len(scores.ids) == 10 and "lost" not in scores.ids
+    assert scores.provenance["hybrid"]["rounds"] == 0 and all(
+        scores.table["scored_exactly"].to_pylist()
+    )
     assert scores.provenance["optimizer"] == "adamw"  # continues the warm-up state
     assert scores.provenance["settings"]["state_step"] == 3
     assert scores.provenance["pool_fingerprint"]

@@ -50,10 +50,22 @@ def write_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
     return path
 
 
+_IDENTITIES: dict[tuple[Any, ...], str] = {}
+
+
 def proxy_identity(folder: str | Path) -> str:
     """A proxy's one identity: the content hash of its folder (every file's relative path and
     bytes). The engine's resume fingerprint, the scores' `proxy_fingerprint` and the benchmark's
-    scores cache all use it, so "the same proxy" means the same thing everywhere."""
+    scores cache all use it, so "the same proxy" means the same thing everywhere.
+
+    Hashing a billion-parameter folder takes seconds, and a local run asks twice (the driver's
+    fingerprint, the worker's provenance): the hash is kept per process under the files' sizes
+    and modification times, so an unchanged folder is read once."""
     from ostselect.data.fingerprint import pool_fingerprint
 
-    return pool_fingerprint(folder)
+    root = Path(folder).resolve()
+    files = sorted(q for q in root.rglob("*") if q.is_file()) if root.is_dir() else [root]
+    key = (root, *((str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files))
+    if key not in _IDENTITIES:
+        _IDENTITIES[key] = pool_fingerprint(root)
+    return _IDENTITIES[key]
