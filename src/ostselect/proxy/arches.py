@@ -45,6 +45,20 @@ CHATML_TEMPLATE = CONTENT_MACRO + (
 )
 
 
+def vision_config(v: dict[str, int], **extra: Any) -> dict[str, Any]:
+    """A ViT-style vision config dict (CLIP, SigLIP, InternViT names) of widths `v` on the tiny
+    proxies' IMAGE_PX images and PATCH patches; `extra` adds or overrides keys."""
+    widths = dict(
+        hidden_size=v["hidden"],
+        intermediate_size=v["intermediate"],
+        num_hidden_layers=v["layers"],
+        num_attention_heads=v["heads"],
+        image_size=IMAGE_PX,
+        patch_size=PATCH,
+    )
+    return {**widths, **extra}
+
+
 def text_config(t: dict[str, int], ids: dict[str, int], *, mrope: bool = False) -> dict[str, Any]:
     """A Llama/Qwen2-style decoder config dict of widths `t` with the tokenizer's ids."""
     head_dim = t["hidden"] // t["heads"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ostselect.proxy.arches import CONTENT_MACRO, IMAGE_PX, PATCH, text_config
+from ostselect.proxy.arches import CONTENT_MACRO, IMAGE_PX, PATCH, text_config, vision_config
 from ostselect.proxy.families.registry import Family, TinySpec, register_family
 
 IDEFICS3_SPECIALS = (
@@ -28,18 +28,6 @@ IDEFICS3_TEMPLATE = CONTENT_MACRO + (
 )
 
 
-def siglip_like_vision(v: dict[str, int]) -> dict[str, Any]:
-    """Vision widths for the SigLIP-style towers of Idefics3 and SmolVLM."""
-    return dict(
-        hidden_size=v["hidden"],
-        intermediate_size=v["intermediate"],
-        num_hidden_layers=v["layers"],
-        num_attention_heads=v["heads"],
-        image_size=IMAGE_PX,
-        patch_size=PATCH,
-    )
-
-
 def idefics3_like_config(
     config_class: Any, t: dict[str, int], v: dict[str, int], ids: dict[str, int]
 ) -> Any:
@@ -48,7 +36,7 @@ def idefics3_like_config(
     from transformers import LlamaConfig
 
     return config_class(
-        vision_config=siglip_like_vision(v),
+        vision_config=vision_config(v),
         text_config=LlamaConfig(**text_config(t, ids)),
         image_token_id=ids["image"],
         scale_factor=2,

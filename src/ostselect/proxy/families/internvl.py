@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ostselect.proxy.arches import CONTENT_MACRO, IMAGE_PX, PATCH, text_config
+from ostselect.proxy.arches import CONTENT_MACRO, IMAGE_PX, PATCH, text_config, vision_config
 from ostselect.proxy.families.registry import Family, TinySpec, register_family
 
 INTERNVL_TEMPLATE = CONTENT_MACRO + (
@@ -23,14 +23,7 @@ def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
     from transformers import InternVLConfig
 
     return InternVLConfig(
-        vision_config=dict(
-            hidden_size=v["hidden"],
-            intermediate_size=v["intermediate"],
-            num_hidden_layers=v["layers"],
-            num_attention_heads=v["heads"],
-            image_size=[IMAGE_PX, IMAGE_PX],
-            patch_size=[PATCH, PATCH],
-        ),
+        vision_config=vision_config(v, image_size=[IMAGE_PX, IMAGE_PX], patch_size=[PATCH, PATCH]),
         text_config=dict(model_type="qwen2", **text_config(t, ids)),
         image_token_id=ids["image"],
         image_seq_length=IMAGE_SEQ_LENGTH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ostselect.proxy.arches import CONTENT_MACRO, IMAGE_PX, PATCH, text_config
+from ostselect.proxy.arches import CONTENT_MACRO, IMAGE_PX, PATCH, text_config, vision_config
 from ostselect.proxy.families.registry import Family, TinySpec, register_family
 
 LLAVA_TEMPLATE = CONTENT_MACRO + (
@@ -22,15 +22,7 @@ LLAVA_TEMPLATE = CONTENT_MACRO + (
 def clip_vision_config(v: dict[str, int]) -> Any:
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(
-        hidden_size=v["hidden"],
-        intermediate_size=v["intermediate"],
-        num_hidden_layers=v["layers"],
-        num_attention_heads=v["heads"],
-        image_size=IMAGE_PX,
-        patch_size=PATCH,
-        projection_dim=v["hidden"],
-    )
+    return CLIPVisionConfig(**vision_config(v, projection_dim=v["hidden"]))
 
 
 def llava_config(v: dict[str, int], text: Any, image_id: int, *, tie: bool = False) -> Any:

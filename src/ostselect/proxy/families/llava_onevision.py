@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ostselect.proxy.arches import CHATML_TEMPLATE, IMAGE_PX, PATCH, text_config
+from ostselect.proxy.arches import CHATML_TEMPLATE, IMAGE_PX, PATCH, text_config, vision_config
 from ostselect.proxy.families.registry import Family, TinySpec, register_family
 
 
@@ -15,15 +15,7 @@ def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
     from transformers import LlavaOnevisionConfig
 
     return LlavaOnevisionConfig(
-        vision_config=dict(
-            model_type="siglip_vision_model",
-            hidden_size=v["hidden"],
-            intermediate_size=v["intermediate"],
-            num_hidden_layers=v["layers"],
-            num_attention_heads=v["heads"],
-            image_size=IMAGE_PX,
-            patch_size=PATCH,
-        ),
+        vision_config=vision_config(v, model_type="siglip_vision_model"),
         text_config=dict(model_type="qwen2", **text_config(t, ids)),
         image_token_index=ids["image"],
         video_token_index=ids["video"],

@@ -7,7 +7,7 @@ from typing import Any
 
 from ostselect.proxy.arches import IMAGE_PX, PATCH, text_config
 from ostselect.proxy.families.qwen2_vl import (
-    qwen_image_processor,
+    qwen_processor,
     qwen_tiny,
     qwen_vision_ids,
 )
@@ -36,25 +36,13 @@ def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
     )
 
 
-def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
-    from ostselect.proxy.processors import build_processor
-
-    return build_processor(
-        "Qwen2_5_VLProcessor",
-        "Qwen2VLVideoProcessor",
-        image_processor=qwen_image_processor(image_pixels),
-        tokenizer=tokenizer,
-        chat_template=chat_template,
-    )
-
-
 register_family(
     Family(
         name="qwen2.5-vl",
         model_types=("qwen2_5_vl",),
         processor_class="Qwen2_5_VLProcessor",
         video_processor_class="Qwen2VLVideoProcessor",
-        tiny=qwen_tiny(_config, _processor),
+        tiny=qwen_tiny(_config, qwen_processor("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor")),
         notes="As Qwen2-VL.",
     )
 )

@@ -4,6 +4,7 @@ ViT whose 2x2-merged patches become `<|image_pad|>` tokens between `<|vision_sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ostselect.proxy.arches import CONTENT_MACRO, IMAGE_PX, PATCH, text_config
@@ -88,16 +89,24 @@ def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
     )
 
 
-def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
-    from ostselect.proxy.processors import build_processor
+def qwen_processor(
+    processor_class: str, video_class: str, *, patch: int = PATCH, pixels: int | None = None
+) -> Callable[[Any, str, int | None], Any]:
+    """`TinySpec.build_processor` of a Qwen-VL family: its processor class (image-only where the
+    video part needs torchvision) around `qwen_image_processor` (`pixels`: default image area)."""
 
-    return build_processor(
-        "Qwen2VLProcessor",
-        "Qwen2VLVideoProcessor",
-        image_processor=qwen_image_processor(image_pixels),
-        tokenizer=tokenizer,
-        chat_template=chat_template,
-    )
+    def build(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
+        from ostselect.proxy.processors import build_processor
+
+        return build_processor(
+            processor_class,
+            video_class,
+            image_processor=qwen_image_processor(image_pixels or pixels, patch=patch),
+            tokenizer=tokenizer,
+            chat_template=chat_template,
+        )
+
+    return build
 
 
 def qwen_tiny(
@@ -129,7 +138,7 @@ QWEN2_VL = register_family(
         model_types=("qwen2_vl",),
         processor_class="Qwen2VLProcessor",
         video_processor_class="Qwen2VLVideoProcessor",
-        tiny=qwen_tiny(_config, _processor),
+        tiny=qwen_tiny(_config, qwen_processor("Qwen2VLProcessor", "Qwen2VLVideoProcessor")),
         notes="ChatML; the stock template adds a default system prompt when none is given.",
     )
 )

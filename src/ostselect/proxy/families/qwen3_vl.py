@@ -13,7 +13,7 @@ from typing import Any
 from ostselect.proxy.arches import text_config
 from ostselect.proxy.families.qwen2_vl import (
     QWEN_COMPACT_TEMPLATE,
-    qwen_image_processor,
+    qwen_processor,
     qwen_tiny,
     qwen_vision_ids,
 )
@@ -61,18 +61,6 @@ def _config(t: dict[str, int], v: dict[str, int], ids: dict[str, int]) -> Any:
     )
 
 
-def _processor(tokenizer: Any, chat_template: str, image_pixels: int | None) -> Any:
-    from ostselect.proxy.processors import build_processor
-
-    return build_processor(
-        "Qwen3VLProcessor",
-        "Qwen3VLVideoProcessor",
-        image_processor=qwen_image_processor(image_pixels or IMAGE_PX16**2, patch=PATCH16),
-        tokenizer=tokenizer,
-        chat_template=chat_template,
-    )
-
-
 register_family(
     Family(
         name="qwen3-vl",
@@ -81,7 +69,12 @@ register_family(
         video_processor_class="Qwen3VLVideoProcessor",
         layer_residuals=deepstack_residuals,
         tiny=qwen_tiny(
-            _config, _processor, chat_template=QWEN_COMPACT_TEMPLATE, compact_template=None
+            _config,
+            qwen_processor(
+                "Qwen3VLProcessor", "Qwen3VLVideoProcessor", patch=PATCH16, pixels=IMAGE_PX16**2
+            ),
+            chat_template=QWEN_COMPACT_TEMPLATE,
+            compact_template=None,
         ),
         notes="ChatML without a default system prompt (Instruct). The Thinking checkpoints' "
         "template drops earlier turns' `<think>` blocks, so a conversation does not render "
