@@ -107,7 +107,8 @@ def score_pool(
 
         ray_started = start_ray(address)
     shared = SharedCoreFactory(factory)
-    runs: list[Any] = []  # every pass's `ShardedRun`, in order
+    first_run: list[Any] = []  # the first pass's `ShardedRun`: the reader's and workers' rejects
+    cost: dict[str, float] = {}  # every pass's cost, summed (hybrid pays for its exact rounds)
 
     def run_pass(p: Pass) -> dict[str, list[Any]]:
         if p.round is not None:
@@ -145,7 +146,10 @@ def score_pool(
             progress=False,
             on_progress=tick,
         )
-        runs.append(run)
+        if not first_run:
+            first_run.append(run)
+        for key, value in (run.provenance.get("cost") or {}).items():
+            cost[key] = cost.get(key, 0) + value
         return run.table.to_pydict()
 
     try:
@@ -157,11 +161,7 @@ def score_pool(
             ray.shutdown()
 
     final, unusable = finish_table(columns, config.mode)
-    first = runs[0].provenance  # the reader's and workers' reject counts are the first pass's
-    cost: dict[str, float] = {}  # every pass's cost, summed (hybrid pays for its exact rounds)
-    for run in runs:
-        for key, value in (run.provenance.get("cost") or {}).items():
-            cost[key] = cost.get(key, 0) + value
+    first = first_run[0].provenance
     scorer = {k: v for k, v in first.items() if k not in ("cost", "counts", "hybrid")}
     scorer["mode"] = config.mode
     scorer["settings"] = {k: v for k, v in (first.get("settings") or {}).items() if k != "phase"}
@@ -174,7 +174,8 @@ def score_pool(
         cost=cost,
         report=report,
     )
-    lines = runs[0].rejects_bytes() + "".join(r.to_json_line("score") for r in unusable).encode()
+    unusable_lines = "".join(r.to_json_line("score") for r in unusable).encode()
+    lines = first_run[0].rejects_bytes() + unusable_lines
     write_outputs(out_path, final, provenance, out_path.parent / REJECTS_FILENAME, lines)
     return final
 
