@@ -65,7 +65,8 @@ def proxy_identity(folder: str | Path) -> str:
 
     root = Path(folder).resolve()
     files = sorted(q for q in root.rglob("*") if q.is_file()) if root.is_dir() else [root]
-    key = (root, *((str(q), q.stat().st_size, q.stat().st_mtime_ns) for q in files))
+    stats = ((str(q), q.stat()) for q in files)
+    key = (root, *((name, st.st_size, st.st_mtime_ns) for name, st in stats))
     if key not in _IDENTITIES:
         _IDENTITIES[key] = pool_fingerprint(root)
     return _IDENTITIES[key]
