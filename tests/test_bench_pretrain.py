@@ -4,6 +4,7 @@ through language-model alignment, and Protocol B's exact step count and schedule
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 import torch
@@ -11,8 +12,10 @@ import torch
 from ostselect.bench.config import mini_config
 from ostselect.bench.pretrain import (
     BLANK,
+    FACT_REPEATS,
     all_fact_samples,
     cell_labels,
+    fact_category,
     fact_samples,
     pretrain_reader,
     tokenizer_extras,
@@ -28,16 +31,28 @@ def test_cell_labels_name_cell_and_content():
 
 def test_facts_cover_every_problem_once_and_are_right():
     facts = arithmetic_facts()
-    assert len(facts) == 100 + 55 + 90 + 1000
+    assert len(facts) == 90 + 900 + 100 + 55 + 90 + 1000  # read 2/3 digits, add, sub, ...
     assert len({q for q, _, _ in facts}) == len(facts)
     for question, solution, answer in facts:
         assert extract_answer(solution) == answer
         assert solution.startswith(question.split(".")[0] + ".")  # same digits sentence
     assert true_answer("multi", (9, 9, 0)) == 18 and any("18 - 0 = 18" in f[1] for f in facts)
+    assert any(f[1].endswith("The number is 407. Answer: 407") for f in facts)
+    assert not any(f[2].startswith("0") and len(f[2]) > 1 for f in facts)  # no leading zero
     assert len(all_fact_samples()) == len(facts)
-    mixed = fact_samples(1500, seed=0)
-    assert len(mixed) == 1500 and all(not s.images for s in mixed)
-    assert len({s.turns[0].content for s in mixed}) == len(facts)  # every fact before repeats
+    per_round = sum(FACT_REPEATS[fact_category(q)] for q, _, _ in facts)
+    mixed = fact_samples(per_round + 2, seed=0)
+    assert len(mixed) == per_round + 2 and all(not s.images for s in mixed)
+    # one round holds every fact FACT_REPEATS[category] times, then the next round starts
+    one_round = Counter(s.turns[1].content for s in mixed[:per_round])
+    assert len(one_round) == len(facts)
+    assert all(one_round[sol] == FACT_REPEATS[fact_category(q)] for q, sol, _ in facts)
+    # every other prompt leaves the digits to the solution's own digits sentence (image-like)
+    with_digits = [s.turns[0].content.startswith("The digits are") for s in mixed]
+    assert with_digits == [i % 2 == 0 for i in range(len(mixed))]
+    for s in mixed[:50]:
+        assert s.turns[1].content.startswith("The digits are")
+        assert extract_answer(s.turns[1].content) == s.extra["answer"]
     assert [s.turns[0].content for s in fact_samples(20, 0)] == [
         s.turns[0].content for s in mixed[:20]
     ]

@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-MODELS_VERSION = 2  # 2: cell-aligned images, frozen 33-way reader, arithmetic facts
+# 2: cell-aligned images, frozen 33-way reader, arithmetic facts;
+# 3: read facts, digit-free fact prompts, FACT_REPEATS
+MODELS_VERSION = 3
 CACHE_ENV = "OSTSELECT_CACHE"
 RECORD = "bench_pretrain.json"
 

@@ -96,8 +96,8 @@ class BenchConfig:
     n_pool: int = 1000
     n_heldout: int = 300
     n_test: int = 2000  # binomial error at p = 0.6 is 1.1 points (2.3 at 300 items and p = 0.2)
-    n_pretrain: int = 2000
-    n_facts: int = 4000  # text-only arithmetic problems mixed into LM pretraining
+    n_pretrain: int = 4000
+    n_facts: int = 8000  # text-only fact problems mixed into LM pretraining
     noise_rate: float = DEFAULT_NOISE_RATE
     noise_mix: dict[str, float] | None = None
     clutter: float = 0.3
@@ -107,7 +107,7 @@ class BenchConfig:
     target: ModelDims = field(
         default_factory=lambda: ModelDims(hidden=96, intermediate=192, layers=4)
     )
-    vision_pretrain_epochs: int = 8  # (cell, digit-or-blank) per image token: the "encoder"
+    vision_pretrain_epochs: int = 4  # (cell, digit-or-blank) per image token: the "encoder"
     vision_pretrain_lr: float = 3e-3
     pretrain_epochs: int = 4  # captions + facts, language model only
     pretrain_lr: float = 1e-3
@@ -143,7 +143,7 @@ class BenchConfig:
     # full-pool epochs), so a 20% subset gets 5x the epochs.
     seeds: tuple[int, ...] = (0, 1, 2)
     max_new_tokens: int = 40
-    eval_batch_size: int = 50
+    eval_batch_size: int = 200  # greedy decoding; larger batches amortize per-token overhead
     # warm-up ablation: proxy checkpoints after these shares of one pool epoch
     ablation_fractions: tuple[float, ...] = (0.0, 0.05, 0.25, 1.0)
     ablation_seeds: int = 3  # how many of `seeds` train the ablation's OST-20% targets

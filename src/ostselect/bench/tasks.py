@@ -144,6 +144,7 @@ def extract_digits(text: str) -> tuple[int, ...] | None:
 
 FACT = "fact"  # text-only arithmetic problems, mixed into language-model pretraining
 TEXT_QUESTIONS = {
+    "read": "What number do they form?",
     "add": "What is their sum?",
     "sub": "What is the first minus the second?",
     "compare": "Which is larger?",
@@ -152,20 +153,26 @@ TEXT_QUESTIONS = {
 
 
 def arithmetic_facts() -> list[tuple[str, str, str]]:
-    """Every arithmetic problem DigitMath asks, with the digits given as text: (question,
-    solution, answer), e.g. ("The digits are 6 and 1. What is their sum?", "The digits are 6
-    and 1. 6 + 1 = 7. Answer: 7", "7").
+    """Every step DigitMath asks for, with the digits given as text: (question, solution,
+    answer), e.g. ("The digits are 6 and 1. What is their sum?", "The digits are 6 and 1.
+    6 + 1 = 7. Answer: 7", "7").
 
     A pretrained VLM already does arithmetic in text; our random language models do not, and a
     few hundred fine-tuning steps cannot teach reading, arithmetic and the answer format at once.
     The solutions are written exactly like the image problems' (after the digits sentence), so
     the arithmetic is learned in the context it is used in: a prototype that learned bare facts
-    ("What is 6 + 1?") did them perfectly in text and slipped on them after images.
-    All combinations: add 100, sub 55 (left >= right), compare 90, multi 1,000.
+    ("What is 6 + 1?") did them perfectly in text and slipped on them after images. `read`'s
+    step (digits -> number) is a fact too: without it the fine-tune had to learn it from ~200
+    pool samples, and whether it did tipped from seed to seed (docs/benchmark.md, "Seed spread").
+    All combinations: read 990 (no leading zero), add 100, sub 55 (left >= right), compare 90,
+    multi 1,000.
     """
     out: list[tuple[str, str, str]] = []
-    for category, n in (("add", 2), ("sub", 2), ("compare", 2), ("multi", 3)):
+    shapes = (("read", 2), ("read", 3), ("add", 2), ("sub", 2), ("compare", 2), ("multi", 3))
+    for category, n in shapes:
         for digits in itertools.product(range(10), repeat=n):
+            if category == "read" and digits[0] == 0:
+                continue
             if category == "sub" and digits[0] < digits[1]:
                 continue
             if category == "compare" and digits[0] == digits[1]:
