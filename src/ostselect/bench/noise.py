@@ -32,7 +32,7 @@ DEFAULT_NOISE_RATE = 0.35
 # Subtle errors (a wrong number, a misread digit) are the most common in practice; gross ones
 # (truncation, loops) are rarer but present. They are also the ones that hurt a competent
 # target: with 30% slips and 15% each of truncation and loops, Full-SFT trailed Clean-only by
-# only 4.6 points (docs/benchmark.md, "Seed spread").
+# only 4.7 points (docs/benchmark.md, "Seed spread").
 DEFAULT_NOISE_MIX: Mapping[str, float] = {
     "arith_slip": 0.40,
     "misread": 0.25,
