@@ -79,9 +79,16 @@ def test_a_signal_during_a_shard_write_waits_for_the_write(
             time.sleep(0.05)  # Python runs handlers between bytecodes: give it the chance
 
     monkeypatch.setattr(store_module, "atomic_write_bytes", write)
+    # Python's own Ctrl-C handler, whatever this process inherited: a job started in the
+    # background by a non-interactive shell starts with SIGINT ignored, and a held signal that
+    # was ignored is (rightly) dropped, not raised.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "scores.parquet"
-    with pytest.raises(KeyboardInterrupt):
-        _run(pool, out)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(pool, out)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sorted(p.name for p in store_path_for(out).glob("shard-*.parquet")) == [
         "shard-000000.parquet"
     ]
