@@ -1,14 +1,18 @@
-"""Where DigitMath's seed-to-seed spread comes from: Full-SFT (or Clean-only) per seed and
-category, each wrong answer split into a misread (wrong digits sentence) or a wrong step.
+"""Where DigitMath's seed-to-seed spread comes from: Full-SFT, Clean-only or a Random-k subset per
+seed and category, each wrong answer split into a misread (wrong digits sentence) or a wrong step.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_seed_variance.py \
         --work runs/bench-full/work --seeds 0 1 2 3 [--subset clean] [--lr 0.002]
+    ... --subset random --fraction 0.2 [--draw 0] [--stratify]
 
 Trains exactly as Protocol B does (the run's cached pretrained target, AdamW + cosine over the
 run's Protocol B steps, batch 16; seeds change only the data order) and grades the final weights on
 the run's test split. Prints accuracy per seed, its sample std, and per category
-`acc%(misreads, wrong steps, no answer)` for each seed. The benchmark's gate asks for a std <= 2
-points on Full-SFT; docs/benchmark.md ("Seed spread") quotes what this script measured.
+`acc%(misreads, wrong steps, no answer)` for each seed. Random subsets are drawn as the
+benchmark's Random-k rows draw them, one per seed; `--draw N` trains every seed on one draw, so
+the spread of the training order alone shows, and `--stratify` draws per category. The
+benchmark's gate asks for a std <= 2 points on Full-SFT and Random rows; docs/benchmark.md
+("Seed spread") quotes what this script measured.
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+
+def random_subset(pool: list[Any], fraction: float, seed: int, stratify: bool) -> list[Any]:
+    """The benchmark's Random-k subset for `seed` (random scores, top `fraction`); with
+    `stratify`, the same share of every category (the balanced policy over random scores)."""
+    import tempfile
+
+    from ostselect.baselines import run_baseline
+    from ostselect.bench.protocol import _top_ids
+    from ostselect.scores import read_provenance, write_scores
+
+    table = run_baseline("random", pool, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_scores(table, Path(tmp) / "random.parquet", read_provenance(table))
+        ids = set(_top_ids(path, pool, fraction, policy="balanced" if stratify else "topk"))
+    return [s for s in pool if s.id in ids]
 
 
 def train_and_grade(job: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +58,8 @@ def train_and_grade(job: dict[str, Any]) -> dict[str, Any]:
     if job["subset"] == "clean":
         labels = noise_labels(data / "pool.jsonl")
         pool = [s for s in pool if labels[s.id] == "clean"]
+    elif job["subset"] == "random":
+        pool = random_subset(pool, job["fraction"], job["draw"], job["stratify"])
     test = list(iter_samples(data / "test.jsonl"))
     model = load_proxy(job["target"], params="all")
     train_model(
@@ -66,7 +88,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench-full/work"))
     parser.add_argument("--lr", type=float, default=None, help="default: the run's finetune_lr")
-    parser.add_argument("--subset", choices=("full", "clean"), default="full")
+    parser.add_argument("--subset", choices=("full", "clean", "random"), default="full")
+    parser.add_argument("--fraction", type=float, default=0.2, help="random: the share kept")
+    parser.add_argument(
+        "--draw",
+        type=int,
+        default=None,
+        help="random: draw every seed's subset with this seed (default: each seed its own, as "
+        "the benchmark's Random-k rows do): separates the draw from the training order",
+    )
+    parser.add_argument("--stratify", action="store_true", help="random: per category")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -85,7 +116,8 @@ def main() -> None:
     steps = int(results["protocol_b_steps"])
     jobs = [
         {"work": str(args.work), "target": str(target), "seed": s, "lr": lr, "steps": steps}
-        | {"subset": args.subset}
+        | {"subset": args.subset, "fraction": args.fraction, "stratify": args.stratify}
+        | {"draw": s if args.draw is None else args.draw}
         for s in args.seeds
     ]
     with ProcessPoolExecutor(args.workers) as pool:
@@ -96,7 +128,11 @@ def main() -> None:
         / sum(v["n"] for v in r["categories"].values())
         for r in runs
     ]
-    print(f"{args.subset}, Protocol B ({steps} steps), lr {lr}, seeds {args.seeds}")
+    what = args.subset
+    if args.subset == "random":
+        draws = f"one draw (seed {args.draw})" if args.draw is not None else "a draw per seed"
+        what = f"random {args.fraction:.0%}{' per category' if args.stratify else ''}, {draws}"
+    print(f"{what}, Protocol B ({steps} steps), lr {lr}, seeds {args.seeds}")
     print(
         "accuracy: "
         + " / ".join(f"{a:.1f}" for a in accs)

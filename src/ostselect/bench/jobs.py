@@ -1,10 +1,11 @@
 """The benchmark's expensive, independent units of work, runnable in parallel worker processes.
 
-Target fine-tuning runs (one per row, protocol and seed) and the two pretraining stages do not
-depend on each other, and each uses one torch thread: on a 2-core machine two worker processes
-halve the wall time. Every job is a plain function of a JSON-able spec (paths, ids, settings) and
-returns a JSON-able dict, so the result is the same whichever process ran it (seeds fixed, one
-thread each). `JobRunner(workers=1)` runs them inline, in order.
+Target fine-tuning runs (one per row, protocol and seed), the two pretraining stages and the
+scorers do not depend on each other, and each uses one torch thread: on a 2-core machine two
+worker processes halve the wall time. Every job is a plain function of a spec (paths, ids,
+settings; a scorer's picklable factory) and returns a JSON-able dict, so the result is the same
+whichever process ran it (seeds fixed, one thread each). `JobRunner(workers=1)` runs them inline,
+in order.
 """
 
 from __future__ import annotations
@@ -79,6 +80,62 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
         "last_loss": run.last_loss,
         "example_output": outputs[0] if outputs else "",
     }
+
+
+def engine_scores(
+    path: Path, fingerprint: dict[str, Any], run: Callable[[Path, bool], Any]
+) -> tuple[float, bool]:
+    """(seconds, reused) of the scores table at `path`, made by `run(out, resume)` through the
+    engine, or reused when it was made under the same engine fingerprint (the proxy folder's
+    content hash, anchors, pool, method and settings): the engine's identity is the cache key,
+    so a changed setting or checkpoint is never served stale scores, and a killed run continues
+    its shards."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from ostselect.engine import StoreError, fingerprint_differences, store_path_for
+    from ostselect.scores import read_provenance
+
+    if path.is_file():
+        provenance = read_provenance(pq.read_schema(path))
+        made_under = provenance.get("fingerprint")
+        if made_under is not None and not fingerprint_differences(made_under, fingerprint):
+            return float(provenance["engine"]["wall_s"]), True
+    try:
+        run(path, True)  # continues the shards of a killed run with this fingerprint
+    except StoreError:  # shards made under another fingerprint: they are this run's own
+        shutil.rmtree(store_path_for(path), ignore_errors=True)
+        run(path, False)
+    provenance = read_provenance(pq.read_schema(path))
+    shutil.rmtree(store_path_for(path), ignore_errors=True)  # only a resume needs them
+    return float(provenance["engine"]["wall_s"]), False
+
+
+def score_job(spec: dict[str, Any]) -> dict[str, Any]:
+    """Score the pool with one scorer through the engine (`engine_scores`): an OST mode (kind
+    "ost", an `OSTScorerFactory`) or a baseline (kind "baseline", a `BaselineFactory`). The
+    factories are picklable (they travel to Ray workers the same way). With `keep_going`, an
+    error is returned as `{"error": ...}` instead of raised: a broken baseline costs its row."""
+    pool, factory = Path(spec["pool"]), spec["factory"]
+    if spec["kind"] == "ost":
+        from ostselect.scoring.driver import score_pool
+
+        def run(out: Path, resume: bool) -> Any:
+            return score_pool(pool, factory, out, resume=resume, shard_size=spec["shard_size"])
+    else:
+        from ostselect.baselines.factory import score_baseline_pool
+
+        def run(out: Path, resume: bool) -> Any:
+            return score_baseline_pool(pool, factory, out, resume=resume, keep_shards=True)
+
+    try:
+        wall, reused = engine_scores(Path(spec["path"]), factory.fingerprint(pool), run)
+    except Exception as err:
+        if not spec.get("keep_going"):
+            raise
+        return {"error": f"{type(err).__name__}: {err}"}
+    return {"wall_s": wall, "reused": reused}
 
 
 def pretrain_job(spec: dict[str, Any]) -> dict[str, Any]:

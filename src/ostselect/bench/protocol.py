@@ -235,6 +235,9 @@ class BenchmarkRun:
         self.results: dict[str, Any] = {"config": config.to_json()}
         self.target_proxy: tuple[Path, float] | None = None  # (checkpoint, warm-up s), if used
         self.anchors_path = self.out / "anchors.jsonl"
+        from ostselect.bench.jobs import JobRunner
+
+        self.jobs = JobRunner(1, config.threads)  # inline; `run_all` opens the worker pool
 
     def run_all(self) -> dict[str, Any]:
         """Every stage in order; the results dict (rows aggregated over seeds)."""
@@ -388,16 +391,11 @@ class BenchmarkRun:
 
         `optimizer` defaults to the config's; with it, `eta` defaults to the config's too,
         with another optimizer (AdamW) to the warm-up's next learning rate (eta None)."""
-        from ostselect.scoring.driver import score_pool
+        from ostselect.bench.jobs import score_job
 
         factory = self.ost_factory(checkpoint, mode, eta=eta, optimizer=optimizer)
-        return self._engine_scores(
-            name,
-            factory.fingerprint(self.paths.pool),
-            lambda out, resume: score_pool(
-                self.paths.pool, factory, out, resume=resume, shard_size=SCORE_SHARD
-            ),
-        )
+        spec = self._score_spec(name, "ost", factory)
+        return self._scored(spec, score_job(spec))
 
     def ost_factory(
         self,
@@ -427,88 +425,92 @@ class BenchmarkRun:
         )
         return OSTScorerFactory(checkpoint, self.anchors_path, config, params="all")
 
-    def _engine_scores(
-        self,
-        name: str,
-        fingerprint: dict[str, Any],
-        run: Callable[[Path, bool], Any],
-    ) -> tuple[Path, float, Any]:
-        """(path, seconds, table) of `scores/<name>.parquet`, made by `run(out, resume)` through
-        the engine, or reused when it was made under the same engine fingerprint (the proxy
-        folder's content hash, anchors, pool, method and settings): the engine's identity is
-        the cache key, so a changed setting or checkpoint is never served stale scores, and a
-        killed run continues its shards."""
+    def _score_spec(self, name: str, kind: str, factory: Any, **extra: Any) -> dict[str, Any]:
+        """A `score_job` spec: `scores/<name>.parquet` from the pool with `factory` (kind "ost":
+        an `OSTScorerFactory`, "baseline": a `BaselineFactory`)."""
+        return {
+            "name": name,
+            "kind": kind,
+            "factory": factory,
+            "pool": str(self.paths.pool),
+            "path": str(self.out / "scores" / f"{name}.parquet"),
+            "shard_size": SCORE_SHARD,
+            **extra,
+        }
+
+    def _scored(self, spec: dict[str, Any], result: dict[str, Any]) -> tuple[Path, float, Any]:
+        """(path, seconds, table) of a finished `score_job`."""
         import pyarrow.parquet as pq
 
-        from ostselect.engine import StoreError, fingerprint_differences, store_path_for
-        from ostselect.scores import read_provenance
-
-        path = self.out / "scores" / f"{name}.parquet"
-        if path.is_file():
-            provenance = read_provenance(pq.read_schema(path))
-            made_under = provenance.get("fingerprint")
-            if made_under is not None and not fingerprint_differences(made_under, fingerprint):
-                self.log(f"scores {name}: reusing {path} (same proxy, anchors and settings)")
-                return path, float(provenance["engine"]["wall_s"]), pq.read_table(path)
-        try:
-            table = run(path, True)  # continues the shards of a killed run with this fingerprint
-        except StoreError:  # shards made under another fingerprint: they are this run's own
-            shutil.rmtree(store_path_for(path), ignore_errors=True)
-            table = run(path, False)
-        provenance = read_provenance(pq.read_schema(path))
-        shutil.rmtree(store_path_for(path), ignore_errors=True)  # only a resume needs them
-        return path, float(provenance["engine"]["wall_s"]), table
+        path = Path(spec["path"])
+        if result["reused"]:
+            self.log(f"scores {spec['name']}: reusing {path} (same proxy, anchors and settings)")
+        return path, result["wall_s"], pq.read_table(path)
 
     def _rel(self, path: Path) -> str:
         """`path` relative to the work folder, or the cache entry's name (it has the key hash)."""
         return str(path.relative_to(self.out)) if path.is_relative_to(self.out) else path.name
 
     def score_candidates(self) -> None:
-        """OST in every mode, then every baseline, all on the warmed-up proxy."""
+        """OST in every mode, then every baseline, all on the warmed-up proxy.
+
+        The scorers do not depend on each other, so they run as jobs (two at a time on two
+        workers), the LLM judge first: it is the slowest by far, and started last it would run
+        alone at the end. Results are recorded in the config's order whatever finished first."""
         from ostselect.baselines import get_baseline, run_baseline
-        from ostselect.baselines.factory import BaselineFactory, score_baseline_pool
+        from ostselect.baselines.factory import BaselineFactory
+        from ostselect.bench.jobs import score_job
         from ostselect.scores import read_provenance, write_scores
 
         c = self.config
         main_ckpt, warm_s = self.checkpoints[c.warmup_fraction]
         self.scorers: dict[str, dict[str, Any]] = {}
         self.score_paths: dict[str, Path] = {}
-        for mode in c.modes:
-            name = f"ost-{mode}"
-            path, wall, table = self._score_ost(main_ckpt, mode, name)
-            self._record_scorer(name, path, wall, warm_s, table)
-            if mode == "exact":
-                by_kind: dict[str, list[float]] = {}
-                for sid, u in _utilities(table).items():
-                    by_kind.setdefault(self.noise[sid], []).append(u)
-                self.results["utility_by_noise"] = by_kind
+        specs = [
+            self._score_spec(f"ost-{m}", "ost", self.ost_factory(main_ckpt, m)) for m in c.modes
+        ]
         for name in c.baselines:
-            spec = get_baseline(name)
+            entry = get_baseline(name)
             options: dict[str, Any] = {}
             if name == "judge":  # a rerun answers every sample from the reply cache
                 (self.out / "scores").mkdir(parents=True, exist_ok=True)
                 options["cache_path"] = str(self.out / "scores" / "judge-cache.jsonl")
             factory = BaselineFactory(
                 name,
-                proxy_dir=main_ckpt if spec.uses_proxy else None,
-                anchors_path=self.anchors_path if spec.anchors else None,
+                proxy_dir=main_ckpt if entry.uses_proxy else None,
+                anchors_path=self.anchors_path if entry.anchors else None,
                 params="all",
                 options=options,
             )
-            try:
-                path, wall, table = self._engine_scores(
-                    name,
-                    factory.fingerprint(self.paths.pool),
-                    lambda out, resume, f=factory: score_baseline_pool(
-                        self.paths.pool, f, out, resume=resume, keep_shards=True
-                    ),
+            # keep_going: a broken baseline costs its row, not the run
+            specs.append(
+                self._score_spec(
+                    name, "baseline", factory, keep_going=True, uses_proxy=entry.uses_proxy
                 )
-            except Exception as err:  # a broken baseline costs its row, not the run
-                self.scorers[name] = {"error": f"{type(err).__name__}: {err}"}
-                self.log(f"baseline {name} failed: {type(err).__name__}: {err}")
+            )
+        order = sorted(range(len(specs)), key=lambda i: specs[i]["name"] != "judge")
+        submitted = [specs[i] for i in order]
+
+        def done(j: int, result: dict[str, Any]) -> None:  # live progress in the log
+            state = "failed" if "error" in result else f"{result['wall_s']:.0f}s"
+            self.log(f"scores {submitted[j]['name']}: finished ({state})")
+
+        results = self.jobs.map(score_job, submitted, done)
+        for i, result in sorted(zip(order, results, strict=True)):
+            spec = specs[i]
+            name = spec["name"]
+            if "error" in result:
+                self.scorers[name] = {"error": result["error"]}
+                self.log(f"baseline {name} failed: {result['error']}")
                 continue
-            uses_proxy = spec.uses_proxy  # its warm-up counts in its cost
+            path, wall, table = self._scored(spec, result)
+            uses_proxy = spec["kind"] == "ost" or spec["uses_proxy"]  # its warm-up is a cost
             self._record_scorer(name, path, wall, warm_s if uses_proxy else 0.0, table)
+            if name == "ost-exact":
+                by_kind: dict[str, list[float]] = {}
+                for sid, u in _utilities(table).items():
+                    by_kind.setdefault(self.noise[sid], []).append(u)
+                self.results["utility_by_noise"] = by_kind
         for seed in c.seeds:
             table = run_baseline("random", self.pool, seed=seed)
             path = write_scores(
