@@ -37,8 +37,9 @@ def random_subset(pool: list[Any], fraction: float, seed: int, stratify: bool) -
     table = run_baseline("random", pool, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_scores(table, Path(tmp) / "random.parquet", read_provenance(table))
-        ids = set(_top_ids(path, pool, fraction, policy="balanced" if stratify else "topk"))
-    return [s for s in pool if s.id in ids]
+        ids = _top_ids(path, pool, fraction, policy="balanced" if stratify else "topk")
+    by_id = {s.id: s for s in pool}
+    return [by_id[i] for i in ids]  # in the row's order, as `train_job` trains them
 
 
 def train_and_grade(job: dict[str, Any]) -> dict[str, Any]:
