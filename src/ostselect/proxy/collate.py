@@ -105,7 +105,7 @@ class _Memo:
     """Per-sample work a training loop would otherwise redo every time it sees the sample."""
 
     image_budget: int  # bytes of decoded RGB images kept at most
-    rendered: dict[tuple[int, tuple[Any, ...]], tuple[str, list[bool], list[int]]] = field(
+    rendered: dict[tuple[int, tuple[Any, ...]], tuple[str, list[int], list[bool]]] = field(
         default_factory=dict
     )
     images: dict[ImageRef, Any] = field(default_factory=dict)
@@ -131,8 +131,8 @@ def memoized_collate(image_budget: int = 512 * 2**20) -> Iterator[_Memo]:
         _MEMO.reset(token)
 
 
-def _render(processor: Any, sample: Sample) -> tuple[str, list[bool], list[int]]:
-    """(rendered text, supervised flag per token, token ids) of `sample`'s conversation."""
+def _render(processor: Any, sample: Sample) -> tuple[str, list[int], list[bool]]:
+    """(rendered text, its token ids, supervised flag per token) of `sample`'s conversation."""
     memo = _MEMO.get()
     key = (id(processor), tuple(sample.turns))
     if memo is not None and key in memo.rendered:
@@ -140,7 +140,7 @@ def _render(processor: Any, sample: Sample) -> tuple[str, list[bool], list[int]]
         return memo.rendered[key]
     text, spans = assistant_char_spans(processor, sample)
     plain, flags = _supervised_token_flags(processor.tokenizer, text, spans)
-    value = (text, flags, plain)
+    value = (text, plain, flags)
     if memo is not None:
         memo.rendered[key] = value
     return value
@@ -182,7 +182,7 @@ def collate(processor: Any, samples: Sequence[Sample], dtype: Any = None, device
     tokenizer.padding_side = "right"
     texts, token_flags, images = [], [], []
     for s in samples:
-        text, flags, plain = _render(processor, s)
+        text, plain, flags = _render(processor, s)
         n_slots = sum(t.content.count(IMAGE_PLACEHOLDER) for t in s.turns)
         if n_slots != len(s.images):
             raise CollateError(
