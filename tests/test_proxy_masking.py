@@ -110,30 +110,3 @@ def test_bad_samples_name_the_sample(proxy):
     wrong_images = Sample("s-2", [Turn("user", "<image> hi"), Turn("assistant", "yes")])
     with pytest.raises(CollateError, match=r"s-2.*1 <image> placeholders but 0 images"):
         proxy.collate([wrong_images])
-
-
-def test_memoized_collate_gives_the_same_batches_and_renders_each_sample_once(proxy):
-    """Training loops collate inside `memoized_collate`: the second epoch must collate exactly
-    what the first did (ids, labels, pixels), from the memo, and outside the block nothing is
-    kept."""
-    from ostselect.proxy.collate import memoized_collate
-
-    samples = toy_samples(4, seed=3, multi_turn_every=2)
-    plain = [proxy.collate(samples[:2]), proxy.collate(samples[2:])]
-    with memoized_collate() as memo:
-        for _epoch in range(2):
-            again = [proxy.collate(samples[:2]), proxy.collate(samples[2:])]
-            for a, b in zip(plain, again, strict=True):
-                assert a.ids == b.ids and torch.equal(a.labels, b.labels)
-                assert a.inputs.keys() == b.inputs.keys()
-                for k, v in a.inputs.items():
-                    assert torch.equal(v, b.inputs[k]) if isinstance(v, torch.Tensor) else True
-        distinct = len({tuple(s.turns) for s in samples})  # equal conversations render once
-        assert len(memo.rendered) == distinct
-        assert memo.hits == 2 * len(samples) - distinct  # the second epoch rendered nothing
-        with_images = sum(len(s.images) for s in samples)
-        assert len(memo.images) == len({im for s in samples for im in s.images}) <= with_images
-    with memoized_collate(image_budget=0) as memo:
-        proxy.collate(samples)
-        assert memo.images == {} and memo.image_bytes == 0  # over budget: decoded, not kept
-    assert memo.hits == len(samples) - distinct  # a new block starts with an empty memo

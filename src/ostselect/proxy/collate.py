@@ -12,13 +12,11 @@ This works for any template that renders conversations prefix-stably, ours and t
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ostselect.data.sample import IMAGE_PLACEHOLDER, ImageRef, Sample
+from ostselect.data.sample import IMAGE_PLACEHOLDER, Sample
 
 IGNORE_INDEX = -100
 
@@ -101,66 +99,6 @@ def _map_flags(plain: list[int], flags: list[bool], expanded: list[int], where: 
 
 
 @dataclass
-class _Memo:
-    """Per-sample work a training loop would otherwise redo every time it sees the sample."""
-
-    image_budget: int  # bytes of decoded RGB images kept at most
-    rendered: dict[tuple[int, tuple[Any, ...]], tuple[str, list[int], list[bool]]] = field(
-        default_factory=dict
-    )
-    images: dict[ImageRef, Any] = field(default_factory=dict)
-    image_bytes: int = 0
-    hits: int = 0
-
-
-_MEMO: ContextVar[_Memo | None] = ContextVar("ostselect_collate_memo", default=None)
-
-
-@contextmanager
-def memoized_collate(image_budget: int = 512 * 2**20) -> Iterator[_Memo]:
-    """Inside the block, `collate` renders, tokenizes and masks each distinct conversation once
-    per processor, and keeps decoded images up to `image_budget` bytes. Training loops that see
-    every sample many times (epochs; Protocol B repeats a 20% subset 30 times) then pay only the
-    processor's batch call per step. Outputs are identical; the block bounds the memo's life, so a
-    file changed between two runs is read again."""
-    memo = _Memo(image_budget)
-    token = _MEMO.set(memo)
-    try:
-        yield memo
-    finally:
-        _MEMO.reset(token)
-
-
-def _render(processor: Any, sample: Sample) -> tuple[str, list[int], list[bool]]:
-    """(rendered text, its token ids, supervised flag per token) of `sample`'s conversation."""
-    memo = _MEMO.get()
-    key = (id(processor), tuple(sample.turns))
-    if memo is not None and key in memo.rendered:
-        memo.hits += 1
-        return memo.rendered[key]
-    text, spans = assistant_char_spans(processor, sample)
-    plain, flags = _supervised_token_flags(processor.tokenizer, text, spans)
-    value = (text, plain, flags)
-    if memo is not None:
-        memo.rendered[key] = value
-    return value
-
-
-def _open(image: ImageRef) -> Any:
-    memo = _MEMO.get()
-    if memo is None:
-        return image.open()
-    if image in memo.images:
-        return memo.images[image]
-    opened = image.open()
-    size = opened.width * opened.height * len(opened.getbands())
-    if memo.image_bytes + size <= memo.image_budget:
-        memo.images[image] = opened
-        memo.image_bytes += size
-    return opened
-
-
-@dataclass
 class Batch:
     """Processor outputs (`inputs`, right-padded) plus `labels` with non-supervised ids = -100."""
 
@@ -180,9 +118,9 @@ def collate(processor: Any, samples: Sequence[Sample], dtype: Any = None, device
         raise CollateError("empty batch")
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "right"
-    texts, token_flags, images = [], [], []
+    texts, span_sets, images = [], [], []
     for s in samples:
-        text, plain, flags = _render(processor, s)
+        text, spans = assistant_char_spans(processor, s)
         n_slots = sum(t.content.count(IMAGE_PLACEHOLDER) for t in s.turns)
         if n_slots != len(s.images):
             raise CollateError(
@@ -190,8 +128,8 @@ def collate(processor: Any, samples: Sequence[Sample], dtype: Any = None, device
                 f"but {len(s.images)} images"
             )
         texts.append(text)
-        token_flags.append((plain, flags))
-        images.append([_open(im) for im in s.images])
+        span_sets.append(spans)
+        images.append([im.open() for im in s.images])
     # padding_side too: some processors (InternVL) default to left padding over the tokenizer's
     kwargs: dict[str, Any] = {
         "text": texts,
@@ -208,7 +146,7 @@ def collate(processor: Any, samples: Sequence[Sample], dtype: Any = None, device
     input_ids, attention = enc["input_ids"], enc["attention_mask"]
     labels = torch.full_like(input_ids, IGNORE_INDEX)
     for b, s in enumerate(samples):
-        plain, flags = token_flags[b]
+        plain, flags = _supervised_token_flags(tokenizer, texts[b], span_sets[b])
         n = int(attention[b].sum())
         expanded = input_ids[b, :n].tolist()
         mapped = _map_flags(plain, flags, expanded, _where(s))

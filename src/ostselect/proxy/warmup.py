@@ -28,7 +28,6 @@ import torch
 from ostselect.data.sample import Sample
 from ostselect.precision import autocast_to, resolve_dtype
 from ostselect.proxy.api import OptimizerState, ScoringModel
-from ostselect.proxy.collate import memoized_collate
 
 
 @dataclass
@@ -167,26 +166,25 @@ def train_steps(
     if isinstance(module, torch.nn.Module):
         module.train()
     try:
-        with memoized_collate():  # each epoch sees every sample again: render it once
-            for batch in _batches(samples, config.batch_size, config.epochs, config.seed):
-                if max_steps is not None and result.steps >= max_steps:
-                    break
-                with autocast_to(first.device, compute):
-                    prepared = _prepare_usable(proxy, batch, result.skipped)
-                    if prepared is None:
-                        continue
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = proxy.per_sample_loss(prepared).mean()
-                if not torch.isfinite(loss):
-                    result.skipped.extend((s.id, "non-finite training loss") for s in batch)
+        for batch in _batches(samples, config.batch_size, config.epochs, config.seed):
+            if max_steps is not None and result.steps >= max_steps:
+                break
+            with autocast_to(first.device, compute):
+                prepared = _prepare_usable(proxy, batch, result.skipped)
+                if prepared is None:
                     continue
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                result.steps += 1
-                result.losses.append(float(loss.detach()))
-                if progress is not None:
-                    progress(len(batch), float(loss.detach()))
+                optimizer.zero_grad(set_to_none=True)
+                loss = proxy.per_sample_loss(prepared).mean()
+            if not torch.isfinite(loss):
+                result.skipped.extend((s.id, "non-finite training loss") for s in batch)
+                continue
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            result.steps += 1
+            result.losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(len(batch), float(loss.detach()))
     finally:
         if isinstance(module, torch.nn.Module) and was_training is not None:
             module.train(was_training)
