@@ -3,16 +3,18 @@ seed and category, each wrong answer split into a misread (wrong digits sentence
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_seed_variance.py \
         --work runs/bench-full/work --seeds 0 1 2 3 [--subset clean] [--lr 0.002]
-    ... --subset random --fraction 0.2 [--draw 0] [--stratify]
+    ... --subset random --fraction 0.2 [--draw 0] [--stratify] [--protocol A]
 
-Trains exactly as Protocol B does (the run's cached pretrained target, AdamW + cosine over the
-run's Protocol B steps, batch 16; seeds change only the data order) and grades the final weights on
+Trains exactly as the benchmark's Protocol B does (the run's cached pretrained target, AdamW +
+cosine over the run's Protocol B steps, batch 16; seeds change only the data order), or its
+Protocol A with `--protocol A` (epochs_a passes over the subset), and grades the final weights on
 the run's test split. Prints accuracy per seed, its sample std, and per category
 `acc%(misreads, wrong steps, no answer)` for each seed. Random subsets are drawn as the
 benchmark's Random-k rows draw them, one per seed; `--draw N` trains every seed on one draw, so
-the spread of the training order alone shows, and `--stratify` draws per category. The
-benchmark's gate asks for a std <= 2 points on Full-SFT and Random rows; docs/benchmark.md
-("Seed spread") quotes what this script measured.
+the spread of the training order alone shows, and `--stratify` draws per category. For Random
+subsets it also prints each draw's noise content (hidden tags, read here for the analysis only)
+and its correlation with the accuracy. The benchmark's gate asks for a std <= 2 points on
+Full-SFT and Random rows; docs/benchmark.md ("Seed spread") quotes what this script measured.
 """
 
 from __future__ import annotations
@@ -56,16 +58,16 @@ def train_and_grade(job: dict[str, Any]) -> dict[str, Any]:
 
     data = Path(job["work"]) / "data"
     pool = list(iter_samples(data / "pool.jsonl"))
+    tags = noise_labels(data / "pool.jsonl")  # hidden noise tags, for the analysis only
     if job["subset"] == "clean":
-        labels = noise_labels(data / "pool.jsonl")
-        pool = [s for s in pool if labels[s.id] == "clean"]
+        pool = [s for s in pool if tags[s.id] == "clean"]
     elif job["subset"] == "random":
         pool = random_subset(pool, job["fraction"], job["draw"], job["stratify"])
+    noise = {t: sum(tags[x.id] == t for x in pool) for t in sorted(set(tags.values()))}
     test = list(iter_samples(data / "test.jsonl"))
     model = load_proxy(job["target"], params="all")
-    train_model(
-        model, pool, lr=job["lr"], batch_size=16, total_steps=job["steps"], seed=job["seed"]
-    )
+    schedule = {"epochs": job["epochs"]} if job["epochs"] else {"total_steps": job["steps"]}
+    train_model(model, pool, lr=job["lr"], batch_size=16, seed=job["seed"], **schedule)
     outputs = generate_answers(model, test, max_new_tokens=40, batch_size=200)
     cats: dict[str, dict[str, int]] = {}
     for sample, text in zip(test, outputs, strict=True):
@@ -82,7 +84,7 @@ def train_and_grade(job: dict[str, Any]) -> dict[str, Any]:
             c["misread"] += 1
         else:
             c["step"] += 1
-    return {"seed": job["seed"], "categories": cats}
+    return {"seed": job["seed"], "categories": cats, "noise": noise, "n": len(pool)}
 
 
 def main() -> None:
@@ -99,6 +101,12 @@ def main() -> None:
         "the benchmark's Random-k rows do): separates the draw from the training order",
     )
     parser.add_argument("--stratify", action="store_true", help="random: per category")
+    parser.add_argument(
+        "--protocol",
+        choices=("A", "B"),
+        default="B",
+        help="B: the run's Protocol B steps (default); A: its epochs_a passes over the subset",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -117,6 +125,7 @@ def main() -> None:
     steps = int(results["protocol_b_steps"])
     jobs = [
         {"work": str(args.work), "target": str(target), "seed": s, "lr": lr, "steps": steps}
+        | {"epochs": int(c["epochs_a"]) if args.protocol == "A" else 0}
         | {"subset": args.subset, "fraction": args.fraction, "stratify": args.stratify}
         | {"draw": s if args.draw is None else args.draw}
         for s in args.seeds
@@ -133,13 +142,23 @@ def main() -> None:
     if args.subset == "random":
         draws = f"one draw (seed {args.draw})" if args.draw is not None else "a draw per seed"
         what = f"random {args.fraction:.0%}{' per category' if args.stratify else ''}, {draws}"
-    print(f"{what}, Protocol B ({steps} steps), lr {lr}, seeds {args.seeds}")
+    schedule = f"B ({steps} steps)" if args.protocol == "B" else f"A ({c['epochs_a']} epochs)"
+    print(f"{what}, Protocol {schedule}, lr {lr}, seeds {args.seeds}")
     print(
         "accuracy: "
         + " / ".join(f"{a:.1f}" for a in accs)
         + f"  mean {statistics.mean(accs):.1f}"
         + (f"  std {statistics.stdev(accs):.2f}" if len(accs) > 1 else "")
     )
+    if args.subset == "random":
+        noisy = [100 * (1 - r["noise"].get("clean", 0) / r["n"]) for r in runs]
+        slips = [r["noise"].get("arith_slip", 0) for r in runs]
+        print("noisy share %: " + " / ".join(f"{x:.1f}" for x in noisy))
+        print("arith_slip samples: " + " / ".join(str(x) for x in slips))
+        if len(runs) > 2:
+            r_noisy = statistics.correlation(noisy, accs)
+            r_slips = statistics.correlation([float(x) for x in slips], accs)
+            print(f"correlation with accuracy: noisy share {r_noisy:+.2f}, slips {r_slips:+.2f}")
     print("per category, per seed: acc% (misreads, wrong steps, no answer) of the items")
     for cat in sorted(runs[0]["categories"]):
         cells = []

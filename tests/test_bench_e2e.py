@@ -150,9 +150,12 @@ def test_mini_benchmark_end_to_end(tmp_path):
     from ostselect.bench.noise import CLEAN
     from ostselect.bench.protocol import BenchmarkRun
 
-    config = mini_config().with_overrides(cache_dir=str(tmp_path / "cache"))
+    # Two workers: the target pretrains in one while the proxy warms up and scores in the other.
+    config = mini_config().with_overrides(cache_dir=str(tmp_path / "cache"), workers=2)
     out = tmp_path / "results"
     results, paths = run_and_write(config, out, work_dir=tmp_path / "work", command="test")
+    assert list(results["pretrain"]) == ["proxy", "target"]
+    assert {"stage_pretrain_s", "stage_scoring_s", "stage_target_s"} <= set(results["timings"])
 
     for key in ("json", "markdown", "accuracy_vs_fraction", "pareto", "utility_by_noise"):
         assert paths[key].exists() and paths[key].stat().st_size > 0, key

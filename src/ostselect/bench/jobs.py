@@ -20,6 +20,11 @@ _SPLITS: dict[str, list[Any]] = {}  # per-process cache of split files read by j
 
 
 def _init_worker(threads: int) -> None:
+    import os
+
+    # Before tqdm is imported: libraries that call tqdm directly (transformers' GGUF loader,
+    # when the judge loads in a worker) would otherwise draw bars into the run's log.
+    os.environ["TQDM_DISABLE"] = "1"
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -222,16 +227,7 @@ class JobRunner:
                 if on_done:
                     on_done(i, out[-1])
             return out
-        if self._pool is None:
-            import multiprocessing
-
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.threads,),
-            )
-        futures: list[Future] = [self._pool.submit(fn, spec) for spec in specs]
+        futures: list[Future] = [self._executor().submit(fn, spec) for spec in specs]
         index = {f: i for i, f in enumerate(futures)}
         from concurrent.futures import as_completed
 
@@ -242,6 +238,32 @@ class JobRunner:
             if on_done:
                 on_done(i, results[i])  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
+
+    def submit(
+        self, fn: Callable[[dict[str, Any]], dict[str, Any]], spec: dict[str, Any]
+    ) -> Future:
+        """Start one job and return at once (inline: run it now): later stages can go on while a
+        long job (the target's pretraining) holds one worker, and `map` shares the pool with it."""
+        if self.workers == 1:
+            done: Future = Future()
+            try:
+                done.set_result(fn(spec))
+            except Exception as exc:  # re-raised by .result(), as from a worker; Ctrl-C is not
+                done.set_exception(exc)
+            return done
+        return self._executor().submit(fn, spec)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.threads,),
+            )
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:

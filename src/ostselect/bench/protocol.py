@@ -23,6 +23,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,32 +161,74 @@ def variant_method(variant: OSTVariant, config: BenchConfig) -> str:
     return name if name != "ost-exact" else "ost-exact-variant"
 
 
-def pretrained_models(
-    config: BenchConfig,
-    roles: Sequence[str],
-    pretrain_split: Path,
-    jobs: Any,
-    log: Log,
-) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """role -> (cached model folder, its pretraining record): each `roles` model pretrained on
-    `pretrain_split` (in parallel `jobs`), or reused from the cache when made under the same key.
+class PendingModel:
+    """A pretrained model on its way: made by a pretraining job, or already in the cache.
 
-    A reused record carries `reused` (its folder). `ost bench run`, `ost demo` and `ost bench
-    proxy` all come through here, so they share one cache entry per setting.
+    `get()` waits for the job, moves its output into the cache (atomically: a killed run never
+    leaves a half-written entry) and returns (folder, pretraining record); later calls return
+    the same. Waiting only when a model is needed lets the proxy's warm-up and scoring run while
+    the larger target still pretrains.
     """
-    from ostselect.bench.cache import cache_root, cached_result, model_folder, write_record
+
+    def __init__(
+        self,
+        role: str,
+        folder: Path,
+        key: dict[str, Any],
+        log: Log,
+        *,
+        job: Future | None = None,
+        tmp: Path | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        self.role, self.folder, self.key, self.log = role, folder, key, log
+        self._job, self._tmp, self._record = job, tmp, record
+
+    def get(self) -> tuple[Path, dict[str, Any]]:
+        from ostselect.bench.cache import write_record
+
+        if self._record is None:
+            assert self._job is not None and self._tmp is not None
+            result = self._job.result()
+            write_record(self._tmp, self.key, result)
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            self._tmp.replace(self.folder)
+            self._record = result
+            self.log(
+                f"pretrained {self.role} ({result['parameters']:,} params, "
+                f"{result['wall_s']}s): reader {result['reader_cell_accuracy']:.1%} of cells, "
+                f"reads {result['caption_accuracy']:.0%} of held-out captions, "
+                f"{result['arithmetic_accuracy']:.0%} of arithmetic facts"
+            )
+        return self.folder, self._record
+
+
+def start_pretraining(
+    config: BenchConfig, roles: Sequence[str], pretrain_split: Path, jobs: Any, log: Log
+) -> dict[str, PendingModel]:
+    """role -> its `PendingModel`: each `roles` model reused from the cache when made under the
+    same key (its record then carries `reused`, its folder), else pretrained on
+    `pretrain_split` by a job started on `jobs` now (the roles in parallel).
+
+    `ost bench run`, `ost demo` and `ost bench proxy` all come through here, so they share one
+    cache entry per setting.
+    """
+    from ostselect.bench.cache import cache_root, cached_result, model_folder
     from ostselect.bench.jobs import pretrain_job
 
     root = cache_root(config.cache_dir)
-    out: dict[str, tuple[Path, dict[str, Any]]] = {}
-    todo: list[tuple[str, dict[str, Any], Path]] = []
+    out: dict[str, PendingModel] = {}
+    todo: list[tuple[str, dict[str, Any], Path, dict[str, Any]]] = []
     for role in roles:
         dims = getattr(config, role)
         key = pretrain_key(config, role)
         folder = model_folder(root, role, key)
         saved = cached_result(folder, key)
         if saved is not None:
-            out[role] = (folder, {**saved, "reused": str(folder)})
+            out[role] = PendingModel(
+                role, folder, key, log, record={**saved, "reused": str(folder)}
+            )
             log(f"pretrained {role}: reusing {folder} (same data, sizes and settings)")
             continue
         spec = {
@@ -203,25 +246,22 @@ def pretrained_models(
             "lr": config.pretrain_lr,
             "batch_size": config.pretrain_batch_size,
         }
-        todo.append((role, spec, folder))
+        todo.append((role, spec, folder, key))
     if todo:
-        log(f"pretraining {', '.join(r for r, _, _ in todo)} (cache: {root})")
-    for (role, spec, folder), result in zip(
-        todo, jobs.map(pretrain_job, [t[1] for t in todo]), strict=True
-    ):
-        tmp = Path(spec["out"])
-        write_record(tmp, pretrain_key(config, role), result)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.replace(folder)  # atomic: a killed run never leaves a half-written cache entry
-        out[role] = (folder, result)
-        log(
-            f"pretrained {role} ({result['parameters']:,} params, {result['wall_s']}s): "
-            f"reader {result['reader_cell_accuracy']:.1%} of cells, reads "
-            f"{result['caption_accuracy']:.0%} of held-out captions, "
-            f"{result['arithmetic_accuracy']:.0%} of arithmetic facts"
-        )
+        log(f"pretraining {', '.join(t[0] for t in todo)} (cache: {root})")
+    for role, spec, folder, key in todo:
+        job = jobs.submit(pretrain_job, spec)
+        out[role] = PendingModel(role, folder, key, log, job=job, tmp=Path(spec["out"]))
     return {role: out[role] for role in roles}
+
+
+def pretrained_models(
+    config: BenchConfig, roles: Sequence[str], pretrain_split: Path, jobs: Any, log: Log
+) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """role -> (cached model folder, its pretraining record), waiting for every role (see
+    `start_pretraining`)."""
+    pending = start_pretraining(config, roles, pretrain_split, jobs, log)
+    return {role: p.get() for role, p in pending.items()}
 
 
 class BenchmarkRun:
@@ -253,10 +293,11 @@ class BenchmarkRun:
         total = _timer()
         stages = (
             ("data", self.make_data),
-            ("pretrain", self.pretrain_models),
+            ("pretrain", lambda: self.pretrain_models(wait=("proxy",))),
             ("warmup", self.warm_up),
             ("anchors", self.draw_anchors),
             ("scoring", self.score_candidates),
+            ("target", self.collect_pretrained),  # the wait for the target, if any is left
             ("rows", self.run_rows),
             ("policies", self.policies),
             ("ablation", self.ablation),
@@ -313,14 +354,28 @@ class BenchmarkRun:
         self.results["data"] = read_manifest(self.paths.root)["counts"]
         self.log(f"data: pool {len(self.pool)}, test {len(self.test)} ({self.timings['data_s']}s)")
 
-    def pretrain_models(self) -> None:
+    def pretrain_models(self, wait: Sequence[str] = PROXY_ROLES) -> None:
         """Pretrain the proxy and the target (frozen digit reader, then the language model on
-        captions + arithmetic facts), or reuse them from the cache; record the gate measures."""
-        self.results["pretrain"] = {}
-        made = pretrained_models(self.config, PROXY_ROLES, self.paths.pretrain, self.jobs, self.log)
-        for role, (folder, result) in made.items():
-            setattr(self, f"{role}_dir", folder)
-            self.results["pretrain"][role] = result
+        captions + arithmetic facts), or reuse them from the cache; wait for the `wait` roles
+        (`run_all` waits for the proxy only, then warms it up and scores while the target,
+        the long pole, still pretrains; `collect_pretrained` waits for the rest)."""
+        # in the roles' order, whichever finishes first
+        self.results["pretrain"] = dict.fromkeys(PROXY_ROLES)
+        self._pending = start_pretraining(
+            self.config, PROXY_ROLES, self.paths.pretrain, self.jobs, self.log
+        )
+        for role in wait:
+            self._collect(role)
+
+    def collect_pretrained(self) -> None:
+        """Wait for every model `pretrain_models` started and has not waited for yet."""
+        for role in PROXY_ROLES:
+            self._collect(role)
+
+    def _collect(self, role: str) -> None:
+        folder, result = self._pending[role].get()
+        setattr(self, f"{role}_dir", folder)
+        self.results["pretrain"][role] = result
 
     def _warm(self, pretrained: Path, frac: float, name: str) -> tuple[Path, float]:
         """(checkpoint, seconds): `pretrained` after `frac` of one pool epoch of the benchmark's

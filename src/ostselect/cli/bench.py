@@ -248,8 +248,9 @@ def proxy_command(
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where results go."),
 ) -> None:
-    """A reduced DigitMath benchmark (<= 10 minutes on 2 cores, pretrained models cached):
-    prints the competence gates, the table with paired intervals and what the numbers say."""
+    """A reduced DigitMath benchmark (about 8 minutes on 2 cores from an empty model cache, 4
+    with the pretrained models cached): prints the competence gates, the table with paired
+    intervals and what the numbers say."""
     _run("demo", out, out / "work", {}, "ost demo")
 
 
